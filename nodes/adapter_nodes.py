@@ -1,0 +1,52 @@
+"""PSA Model Patcher: MODEL + adapter file → MODEL with PSA cross-attention on every ``attn2``."""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from psa_model.formats import load_adapter
+from psa_model.patch import attach_adapter
+
+from . import folders
+
+CATEGORY = "PSA (personalized safety)"
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_adapter(path: str, mtime_ns: int, size: int):
+    # Keyed on mtime and size too: a retrained file at the same path is reloaded.
+    return load_adapter(Path(path))
+
+
+def load_adapter_file(name: str):
+    """The adapter in ``models/psa_adapters`` called ``name`` (cached while the file is unchanged)."""
+    path = folders.full_path(folders.ADAPTERS, name)
+    stat = os.stat(path)
+    return _cached_adapter(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+class PSAModelPatcher:
+    """Adds the adapter's user cross-attention to a copy of the model (the input MODEL is untouched)."""
+
+    DESCRIPTION = ("Loads a PSA adapter from models/psa_adapters and adds its user cross-attention layers to "
+                   "every cross-attention layer of the UNet. Follow it with PSA Apply Profile or PSA KSampler.")
+    CATEGORY = CATEGORY
+    FUNCTION = "patch"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("psa_model",)
+    OUTPUT_TOOLTIPS = ("The model with PSA layers; it needs a profile before sampling.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "An SD1.5 or SDXL model (LoRAs may be applied before or after)."}),
+            "adapter_name": (folders.adapter_files(), {"tooltip": "PSA adapter file in models/psa_adapters: native "
+                             ".safetensors, reference psa_adapter.bin or its .safetensors variant."}),
+        }}
+
+    def patch(self, model, adapter_name: str):
+        return (attach_adapter(model, load_adapter_file(adapter_name)),)
+
+
+NODES = {"PSAModelPatcher": (PSAModelPatcher, "PSA Model Patcher")}

@@ -1,0 +1,95 @@
+"""Profile nodes: load a profile file, a Sage user, a published preset; combine into a batch."""
+from __future__ import annotations
+
+from psa_model.profiles import LEVEL_PRESETS, combine, load_preset, load_profile_file, load_sage_user
+
+from . import folders
+from .adapter_nodes import CATEGORY
+
+PROFILE = "PSA_PROFILE"
+_OUT_TOOLTIPS = ("The user profile (embedding + labels).", "Forbidden/allowed categories, when known.")
+
+
+class PSALoadProfile:
+    DESCRIPTION = "Loads a user profile (.npy/.safetensors embedding, or a profile .json) from models/psa_profiles."
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (PROFILE, "STRING")
+    RETURN_NAMES = ("profile", "summary")
+    OUTPUT_TOOLTIPS = _OUT_TOOLTIPS
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"profile_name": (folders.profile_files(), {
+            "tooltip": "Profile file in models/psa_profiles. Referencing a file keeps personal attributes "
+                       "out of the workflow and the image metadata."})}}
+
+    def load(self, profile_name: str):
+        profile = load_profile_file(folders.full_path(folders.PROFILES, profile_name))
+        return (profile, profile.describe())
+
+
+class PSASageUser:
+    DESCRIPTION = ("A simulated Sage user by User_ID, from <psa_profiles>/sage_embeddings/{User_ID}.npy "
+                   "(labels from sage_users.csv beside it).")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (PROFILE, "STRING")
+    RETURN_NAMES = ("profile", "summary")
+    OUTPUT_TOOLTIPS = _OUT_TOOLTIPS
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"user_id": ("INT", {"default": 2, "min": 1, "max": 9999999,
+                                                 "tooltip": "Sage User_ID (row number in sage_users.csv)."})}}
+
+    def load(self, user_id: int):
+        profile = load_sage_user(folders.sage_folder(), user_id)
+        return (profile, profile.describe())
+
+
+class PSAProfilePreset:
+    DESCRIPTION = ("The published PSA operating points: level 0 (least restrictive) to level 5 (most), each a "
+                   "Sage user whose embedding must be in <psa_profiles>/sage_embeddings/.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (PROFILE, "STRING")
+    RETURN_NAMES = ("profile", "summary")
+    OUTPUT_TOOLTIPS = _OUT_TOOLTIPS
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        presets = list(LEVEL_PRESETS)
+        return {"required": {"preset": (presets, {"default": presets[3],
+                                                  "tooltip": "Published operating point (more restrictive upwards)."})}}
+
+    def load(self, preset: str):
+        profile = load_preset(folders.sage_folder(), preset)
+        return (profile, profile.describe())
+
+
+class PSAProfileBatch:
+    DESCRIPTION = "Combines profiles into a batch: with a latent batch of the same size, latent i uses profile i."
+    CATEGORY = CATEGORY
+    FUNCTION = "combine"
+    RETURN_TYPES = (PROFILE, "STRING")
+    RETURN_NAMES = ("profiles", "summary")
+    OUTPUT_TOOLTIPS = _OUT_TOOLTIPS
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        tip = "A profile (or batch) to append, in order."
+        return {"required": {"profile_1": (PROFILE, {"tooltip": tip}), "profile_2": (PROFILE, {"tooltip": tip})},
+                "optional": {"profile_3": (PROFILE, {"tooltip": tip}), "profile_4": (PROFILE, {"tooltip": tip})}}
+
+    def combine(self, profile_1, profile_2, profile_3=None, profile_4=None):
+        profile = combine([p for p in (profile_1, profile_2, profile_3, profile_4) if p is not None])
+        return (profile, profile.describe())
+
+
+NODES = {
+    "PSALoadProfile": (PSALoadProfile, "PSA Load Profile"),
+    "PSASageUser": (PSASageUser, "PSA Sage User"),
+    "PSAProfilePreset": (PSAProfilePreset, "PSA Profile Preset"),
+    "PSAProfileBatch": (PSAProfileBatch, "PSA Profile Batch"),
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: provision the host (idempotent), then all three tiers.
+#   bash scripts/test.sh [pytest args]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+env_lines=$(bash scripts/provision.sh 2> >(grep -v "is ignored: it is neither" >&2))
+eval "export $(echo "$env_lines" | grep '^COMFYUI_PATH=')"
+eval "export $(echo "$env_lines" | grep '^PSA_PYTHON=')"
+export PYTHONUNBUFFERED=1
+exec "$PSA_PYTHON" -m pytest "$@"

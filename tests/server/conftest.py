@@ -1,0 +1,38 @@
+"""A real ComfyUI server (one per test session) with this pack and the fixtures loaded."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURE_DIR, REPO_ROOT, SHARED_DIR
+from scripts.comfy_server import ComfyServer
+
+
+@pytest.fixture(scope="session")
+def server_models_dir(fixture_paths, tmp_path_factory) -> Path:
+    from scripts.demo_models import prepare_models_dir
+
+    sage = SHARED_DIR / "data" if (SHARED_DIR / "data").is_dir() else None
+    return prepare_models_dir(tmp_path_factory.mktemp("models"), fixture_paths, sage)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_host, server_models_dir, tmp_path_factory):
+    """The running server; its log is printed when a test fails (see the hook below)."""
+    server = ComfyServer(comfy_host, python=sys.executable, models_dir=server_models_dir,
+                         work_dir=tmp_path_factory.mktemp("server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    server = item.funcargs.get("comfy_server") if hasattr(item, "funcargs") else None
+    if report.failed and server is not None:
+        report.sections.append(("ComfyUI server log", server.log_tail(120)))
