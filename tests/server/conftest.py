@@ -12,11 +12,14 @@ from scripts.comfy_server import ComfyServer
 
 
 @pytest.fixture(scope="session")
-def server_models_dir(fixture_paths, tmp_path_factory) -> Path:
+def server_models_dir(comfy_host, tmp_path_factory) -> Path:
+    """Fixtures (incl. the full SDXL checkpoint for the SDXL workflow), demo adapters and profiles."""
+    from scripts.build_fixtures import ensure_fixtures
     from scripts.demo_models import prepare_models_dir
 
+    fixtures = ensure_fixtures(FIXTURE_DIR, sdxl_checkpoint=True)
     sage = SHARED_DIR / "data" if (SHARED_DIR / "data").is_dir() else None
-    return prepare_models_dir(tmp_path_factory.mktemp("models"), fixture_paths, sage)
+    return prepare_models_dir(tmp_path_factory.mktemp("models"), fixtures, sage)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,109 @@
+"""Disk cache of LLM profile embeddings (issue 5).
+
+Key = sha256 of (model identity, template hash, canonical profile JSON). Model identity is the
+folder name plus hashes of the small files that decide the result (``config.json``, tokenizer
+config / chat template) and the names and sizes of the weight files — computed without loading
+the model. Files are ``<key>.safetensors`` holding one tensor ``embedding`` ``[E]`` float32;
+the metadata names the model folder and template hash but never the profile's attributes.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .profile_schema import StructuredProfile
+
+_IDENTITY_FILES = ("config.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
+                   "tokenizer.json", "vocab.json", "merges.txt")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def model_identity(folder: Path) -> str:
+    folder = Path(folder)
+    parts = [f"name={folder.name}"]
+    for name in _IDENTITY_FILES:
+        path = folder / name
+        if path.is_file():
+            parts.append(f"{name}={_sha(path.read_bytes())}")
+    for path in sorted(folder.iterdir()):
+        if path.suffix in _WEIGHT_SUFFIXES and path.is_file():
+            parts.append(f"{path.name}:{path.stat().st_size}")
+    return _sha("\n".join(parts).encode())
+
+
+def template_hash(template: str) -> str:
+    return _sha(template.encode("utf-8"))
+
+
+class EmbeddingCache:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @staticmethod
+    def key(model_id: str, template_id: str, profile: StructuredProfile) -> str:
+        return _sha(f"{model_id}\n{template_id}\n{profile.canonical_json()}".encode("utf-8"))
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.safetensors"
+
+    def get(self, key: str) -> torch.Tensor | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            return load_file(str(path))["embedding"]
+        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed, not fatal
+            return None
+
+    def put(self, key: str, embedding: torch.Tensor, metadata: dict[str, str] | None = None) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.path(key).with_suffix(".tmp")
+        save_file({"embedding": embedding.detach().float().cpu().contiguous()}, str(tmp), metadata=metadata or {})
+        os.replace(tmp, self.path(key))
+
+    def clear(self) -> int:
+        """Delete every cache file; returns how many."""
+        if not self.root.is_dir():
+            return 0
+        removed = 0
+        for path in self.root.glob("*.safetensors"):
+            path.unlink()
+            removed += 1
+        return removed
+
+    def __len__(self) -> int:
+        return len(list(self.root.glob("*.safetensors"))) if self.root.is_dir() else 0
+
+
+def encode_with_cache(folder: Path, template: str, profiles: Sequence[StructuredProfile],
+                      cache: EmbeddingCache | None, encode: Callable[[list[StructuredProfile]], torch.Tensor],
+                      refresh: bool = False) -> tuple[torch.Tensor, int]:
+    """``[P, E]`` for ``profiles``; ``encode`` (which loads the model) runs only on the misses.
+
+    Returns the embeddings and the number of cache hits.
+    """
+    results: list[torch.Tensor | None] = [None] * len(profiles)
+    keys: list[str] = []
+    if cache is not None:
+        model_id, template_id = model_identity(folder), template_hash(template)
+        keys = [cache.key(model_id, template_id, p) for p in profiles]
+        if not refresh:
+            results = [cache.get(k) for k in keys]
+    missing = [i for i, r in enumerate(results) if r is None]
+    if missing:
+        fresh = encode([profiles[i] for i in missing])
+        for i, vector in zip(missing, fresh):
+            results[i] = vector.float().cpu()
+            if cache is not None:
+                cache.put(keys[i], results[i], {"model_folder": Path(folder).name,
+                                                "template_sha256": template_hash(template)})
+    return torch.stack(results), len(profiles) - len(missing)

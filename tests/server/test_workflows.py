@@ -1,0 +1,78 @@
+"""Every shipped workflow runs in the real server against the fixtures; UI files match their API twins."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scripts.comfy_server import ServerError
+from scripts.workflows import shipped_workflows, strip_meta, substitute, ui_to_api
+
+WORKFLOWS = shipped_workflows()
+FIXTURE_NAMES = {  # workflow → (checkpoint, adapter) among the fixtures
+    "psa_sdxl_basic": ("sdxl_tiny.safetensors", "psa_demo_sdxl.safetensors"),
+}
+DEFAULT_NAMES = ("sd15_tiny.safetensors", "psa_demo_sd15.safetensors")
+PROFILES = ["demo_child.json", "demo_teen.json", "demo_adult.json"]
+
+
+def test_four_workflows_are_shipped():
+    assert {"psa_sd15_basic", "psa_sdxl_basic", "psa_multi_profile_comparison", "psa_any_sampler"} <= set(WORKFLOWS)
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_ui_file_matches_api_twin(name, comfy_server):
+    ui_path, api_path = WORKFLOWS[name]
+    object_info = comfy_server.get_json("/object_info")
+    assert ui_to_api(json.loads(ui_path.read_text()), object_info) == strip_meta(json.loads(api_path.read_text()))
+
+
+def _run(server, name, profiles=PROFILES, size=64, overrides=None):
+    checkpoint, adapter = FIXTURE_NAMES.get(name, DEFAULT_NAMES)
+    api = substitute(json.loads(WORKFLOWS[name][1].read_text()), checkpoint, adapter, list(profiles), size, steps=3)
+    for (node_id, key), value in (overrides or {}).items():
+        api[node_id]["inputs"][key] = value
+    entry = server.run(api, timeout=600)
+    return entry, [np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in server.images(entry)]
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_shipped_workflow_runs(name, comfy_server):
+    _, images = _run(comfy_server, name)
+    assert len(images) == 1
+    expected_width = 3 * 64 + 2 * 4 if name == "psa_multi_profile_comparison" else 64
+    assert images[0].shape == (64, expected_width, 3)
+    assert images[0].std() > 1.0  # not a blank image
+
+
+def test_comparison_grid_differs_per_profile(comfy_server):
+    _, (grid,) = _run(comfy_server, "psa_multi_profile_comparison")
+    tiles = [grid[:, i * 68: i * 68 + 64].astype(float) for i in range(3)]
+    assert all(np.abs(tiles[i] - tiles[j]).mean() > 1.0 for i in range(3) for j in range(i + 1, 3))
+
+
+def test_profile_change_reuses_the_patched_model(comfy_server):
+    """Only the profile changed → loader and PSA Model Patcher come from the execution cache."""
+    _run(comfy_server, "psa_sd15_basic", profiles=["demo_child.json"])
+    entry, _ = _run(comfy_server, "psa_sd15_basic", profiles=["demo_adult.json"])
+    cached = next(data["nodes"] for kind, data in entry["status"]["messages"] if kind == "execution_cached")
+    assert {"1", "2"} <= set(cached)
+
+
+@pytest.mark.parametrize("profile, override, message", [
+    ("demo_child.json", {("5", "profile_name"): "no_such_profile.json"}, "profile_name"),
+    ("demo_child.json", {("2", "adapter_name"): "psa_demo_sdxl.safetensors"}, "does not fit this UNet"),
+    ("bad_nan.npy", {}, "NaN or Inf"),
+    ("bad_dim.npy", {}, "expects"),
+])
+def test_bad_input_is_a_node_error_and_server_keeps_serving(comfy_server, server_models_dir, profile, override,
+                                                             message):
+    np.save(server_models_dir / "psa_profiles" / "bad_nan.npy", np.full(3584, np.nan, dtype=np.float32))
+    np.save(server_models_dir / "psa_profiles" / "bad_dim.npy", np.ones(100, dtype=np.float32))
+    with pytest.raises(ServerError, match=message):
+        _run(comfy_server, "psa_sd15_basic", profiles=[profile], overrides=override)
+    _, images = _run(comfy_server, "psa_sd15_basic", profiles=["demo_child.json"])
+    assert images

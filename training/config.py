@@ -1,0 +1,107 @@
+"""Training configuration: one dataclass, the CLI options generated from it, JSON config files.
+
+Defaults follow the reference recipe (reference note §4) except where noted in the help text.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+
+def _opt(default, help: str, **kw):  # noqa: A002 - argparse's name
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    checkpoint: str = _opt("", "base ComfyUI single-file checkpoint (SD1.5 or SDXL, detected by ComfyUI)")
+    train_data: str = _opt("", "Sage split folder with metadata.jsonl and images (reference §4)")
+    embeddings: str = _opt("", "folder of {User_ID}.npy user embeddings (7-digit ids)")
+    output_dir: str = _opt("", "where adapter, checkpoints, metrics, plot and resolved config go")
+    val_data: str = _opt("", "optional held-out split folder for implicit accuracy")
+    skip_missing: bool = _opt(False, "skip records whose image or embedding is missing instead of stopping")
+    resolution: int = _opt(512, "image side in pixels (shorter side resized, center crop); 512 SD1.5, 1024 SDXL")
+    random_flip: bool = _opt(True, "random horizontal flip of each pair (same flip for chosen and rejected)")
+    caption_dropout: float = _opt(0.2, "probability of replacing a caption with the empty string")
+    batch_size: int = _opt(1, "preference pairs per micro-batch (per process)")
+    grad_accum: int = _opt(1, "micro-batches per optimizer step")
+    max_steps: int = _opt(5000, "optimizer steps to train (reference: 5000)")
+    lr: float = _opt(5e-6, "peak learning rate (reference: 5e-6)")
+    warmup_steps: int = _opt(500, "linear warm-up steps of the constant-with-warm-up schedule")
+    optimizer: str = _opt("adamw", "adamw (β 0.9/0.999, eps 1e-8) or adafactor (reference uses it for SDXL)",
+                          choices=["adamw", "adafactor"])
+    weight_decay: float = _opt(1e-2, "AdamW/Adafactor weight decay")
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 disables)")
+    beta: float = _opt(5000.0, "Diffusion-DPO β (reference: 5000)")
+    precision: str = _opt("fp32", "autocast dtype for the UNet forward: fp32, fp16 or bf16 (weights stay fp32)",
+                          choices=["fp32", "fp16", "bf16"])
+    gradient_checkpointing: bool = _opt(False, "recompute the UNet forward in backward to save memory")
+    user_tokens: int = _opt(1, "user tokens T (1 in every released model)")
+    warm_start: str = _opt("", "start from an existing adapter file (native .safetensors or reference .bin)")
+    seed: int = _opt(0, "seed for data order, noise, timesteps, dropout and flips")
+    latent_cache: str = _opt("", "folder for a VAE latent cache reused across epochs and runs ('' = off)")
+    checkpoint_every: int = _opt(500, "write a resumable checkpoint every N optimizer steps")
+    validate_every: int = _opt(250, "held-out implicit accuracy every N optimizer steps (needs --val-data)")
+    val_max_pairs: int = _opt(256, "at most this many validation pairs per evaluation")
+    resume: str = _opt("", "checkpoint folder (output_dir/checkpoints/step_N) to continue exactly from")
+    export_reference_bin: bool = _opt(False, "also write psa_adapter.bin in the reference layout")
+    zero_embeddings: bool = _opt(False, "ablation: replace every user embedding by a constant (no user info)")
+    progress: bool = _opt(True, "show a tqdm progress bar")
+
+    # Fields that do not change the optimisation trajectory (allowed to differ on --resume).
+    NON_TRAJECTORY = ("output_dir", "resume", "max_steps", "checkpoint_every", "validate_every",
+                      "val_max_pairs", "progress", "export_reference_bin", "latent_cache", "val_data")
+
+    def run_fingerprint(self) -> str:
+        """Hash of everything that determines the training trajectory (checked on ``--resume``)."""
+        d = {k: v for k, v in asdict(self).items() if k not in self.NON_TRAJECTORY}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def validate(self) -> None:
+        for name in ("checkpoint", "train_data", "embeddings", "output_dir"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name.replace('_', '-')} is required")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.max_steps < 0:
+            raise ValueError("batch_size and grad_accum must be ≥ 1, max_steps ≥ 0")
+        if not 0.0 <= self.caption_dropout <= 1.0:
+            raise ValueError("caption_dropout must be in [0, 1]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training.train_psa",
+        description="Train a PSA adapter with Diffusion-DPO through ComfyUI's model code (reference §4). "
+                    "Options may also come from a JSON file (--config); command-line values win.",
+    )
+    p.add_argument("--config", default="", help="JSON file with any of the options below (keys use underscores)")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        help_text = f"{f.metadata['help']} (default: {default!r})"
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            p.add_argument(flag, type=type(default), default=None, choices=f.metadata.get("choices"), help=help_text)
+    return p
+
+
+def resolve_config(argv: list[str] | None = None) -> TrainConfig:
+    """Defaults < JSON config file < command line."""
+    args = build_parser().parse_args(argv)
+    values: dict = {}
+    if args.config:
+        values.update(json.loads(Path(args.config).read_text(encoding="utf-8")))
+        known = {f.name for f in fields(TrainConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{args.config}: unknown option(s) {unknown}")
+    for f in fields(TrainConfig):
+        v = getattr(args, f.name)
+        if v is not None:
+            values[f.name] = v
+    cfg = TrainConfig(**values)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,59 @@
+"""Diffusion-DPO loss as pure functions (reference note §4, "Per step").
+
+No ComfyUI import: this module is tested in the ``core`` tier.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_BETA = 5000.0  # reference §4
+
+
+def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``mse(x) = mean over C,H,W of (ε_pred − ε)²`` → one value per sample, [B]."""
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    return (pred.float() - target.float()).pow(2).reshape(pred.shape[0], -1).mean(dim=1)
+
+
+@dataclass
+class DPOResult:
+    """Loss (scalar, differentiable), ``inside`` per pair [B] and implicit accuracy (float tensor)."""
+
+    loss: torch.Tensor
+    inside: torch.Tensor
+    accuracy: torch.Tensor
+    model_diff: torch.Tensor
+    ref_diff: torch.Tensor
+
+
+def dpo_loss(model_mse_chosen: torch.Tensor, model_mse_rejected: torch.Tensor,
+             ref_mse_chosen: torch.Tensor, ref_mse_rejected: torch.Tensor,
+             beta: float = DEFAULT_BETA) -> DPOResult:
+    """Diffusion-DPO (reference §4).
+
+    ``model_diff = mse_θ(chosen) − mse_θ(rejected)``; ``ref_diff`` likewise for the frozen
+    reference; ``inside = −0.5·β·(model_diff − ref_diff)``; ``loss = mean(−log σ(inside))``;
+    implicit accuracy = mean(inside > 0). The reference terms carry no gradient.
+    """
+    model_diff = model_mse_chosen - model_mse_rejected
+    ref_diff = (ref_mse_chosen - ref_mse_rejected).detach()
+    inside = -0.5 * beta * (model_diff - ref_diff)
+    loss = -F.logsigmoid(inside).mean()
+    accuracy = (inside > 0).float().mean()
+    return DPOResult(loss, inside.detach(), accuracy.detach(), model_diff.detach(), ref_diff)
+
+
+def dpo_loss_from_predictions(model_pred: torch.Tensor, ref_pred: torch.Tensor, target: torch.Tensor,
+                              beta: float = DEFAULT_BETA) -> DPOResult:
+    """Predictions for a batch laid out ``[chosen (B); rejected (B)]`` (2B rows), shared target."""
+    if model_pred.shape[0] % 2:
+        raise ValueError("predictions must hold chosen rows then rejected rows (an even count)")
+    m = per_sample_mse(model_pred, target)
+    r = per_sample_mse(ref_pred, target)
+    m_c, m_r = m.chunk(2)
+    r_c, r_r = r.chunk(2)
+    return dpo_loss(m_c, m_r, r_c, r_r, beta)

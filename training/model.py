@@ -1,0 +1,162 @@
+"""The base model through ComfyUI's own code, and the PSA noise prediction used for training.
+
+Reference note §3 (adapter), §4 (training). The trainer never re-implements the PSA layer:
+it installs :mod:`psa_model.patch` with :func:`psa_model.patch.attach_adapter` exactly as the
+nodes do and passes a differentiable :class:`psa_model.patch.UserConditioning` through
+``transformer_options``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from psa_model.adapter import PSAAdapter, adapter_config_for_model
+from psa_model.formats import config_from_tensors, read_adapter_tensors
+from psa_model.layer_map import architecture, match_sites
+from psa_model.patch import USER_KEY, UserConditioning, attach_adapter
+
+from .comfy_host import import_comfy
+
+
+class ModelMismatchError(ValueError):
+    """An adapter or data set does not fit the base model (e.g. an SD1.5 adapter on SDXL)."""
+
+
+@dataclass
+class BaseModel:
+    """A ComfyUI checkpoint: MODEL (ModelPatcher), CLIP, VAE and the detected PSA architecture."""
+
+    model: object
+    clip: object
+    vae: object
+    arch: str
+
+
+def detect_arch(model_patcher) -> str:
+    """"sdxl" for ComfyUI's SDXL model class, "sd15" for an SD1.5-layout UNet; else an error."""
+    import_comfy()
+    import comfy.model_base  # noqa: PLC0415
+
+    inner = model_patcher.model
+    name = "sdxl" if isinstance(inner, comfy.model_base.SDXL) else "sd15"
+    try:
+        match_sites(architecture(name), model_patcher.get_model_object("diffusion_model"))
+    except ValueError as exc:
+        raise ModelMismatchError(f"the checkpoint ({type(inner).__name__}) is not a PSA base model: {exc}") from None
+    return name
+
+
+def load_base(checkpoint: str | Path) -> BaseModel:
+    """Load a single-file checkpoint with ``comfy.sd.load_checkpoint_guess_config`` (fp32 weights)."""
+    import_comfy()
+    import comfy.sd  # noqa: PLC0415
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
+        str(path), output_vae=True, output_clip=True, model_options={"dtype": torch.float32})
+    if clip is None or vae is None:
+        raise ModelMismatchError(f"{path.name} has no text encoder or VAE; training needs a full checkpoint")
+    return BaseModel(model, clip, vae, detect_arch(model))
+
+
+def build_adapter(model_patcher, arch: str, embed_dim: int, user_tokens: int = 1,
+                  warm_start: str | Path | None = None) -> PSAAdapter:
+    """A trainable adapter for this UNet: zero-init ``to_k/to_v`` (reference §3), or a warm start.
+
+    Warm start files may be native or reference format; their architecture, layer widths and
+    embedding size must match this model and data set.
+    """
+    sites = match_sites(architecture(arch), model_patcher.get_model_object("diffusion_model"))
+    config = adapter_config_for_model(arch, sites, embed_dim=embed_dim, user_tokens=user_tokens)
+    adapter = PSAAdapter(config)
+    if warm_start is not None:
+        tensors, meta = read_adapter_tensors(warm_start)
+        file_cfg = config_from_tensors(tensors, meta)
+        if file_cfg.arch != arch:
+            raise ModelMismatchError(f"warm-start adapter {Path(warm_start).name} is a {file_cfg.arch} adapter "
+                                     f"but the base checkpoint is {arch}: use an adapter trained for {arch}")
+        if file_cfg.layer_dims != config.layer_dims:
+            raise ModelMismatchError(f"warm-start adapter layer widths {file_cfg.layer_dims} do not match this "
+                                     f"UNet's cross-attention widths {config.layer_dims}")
+        if file_cfg.embed_dim != embed_dim:
+            raise ModelMismatchError(f"warm-start adapter expects {file_cfg.embed_dim}-d embeddings, the data "
+                                     f"set has {embed_dim}-d embeddings")
+        if file_cfg.user_tokens != user_tokens:
+            raise ModelMismatchError(f"warm-start adapter has {file_cfg.user_tokens} user tokens, "
+                                     f"--user-tokens is {user_tokens}")
+        adapter.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    return adapter.float().train().requires_grad_(True)
+
+
+def patch_model(model_patcher, adapter: PSAAdapter):
+    """The ModelPatcher clone with the shared PSA layers (same call the PSA Model Patcher node makes)."""
+    import_comfy()
+    import comfy.model_management as mm  # noqa: PLC0415
+
+    patched = attach_adapter(model_patcher, adapter)
+    mm.load_models_gpu([patched])
+    patched.model.diffusion_model.requires_grad_(False)
+    return patched
+
+
+class TextEncoder:
+    """Caption → ComfyUI conditioning kwargs for ``apply_model`` (cached; the encoder is frozen).
+
+    SD1.5: ``c_crossattn`` from CLIP-L. SDXL: both encoders' penultimate states (2048) and
+    ``y`` = pooled output + size/crop ids via the model's own ``encode_adm`` (reference §4).
+    """
+
+    def __init__(self, base: BaseModel, resolution: int) -> None:
+        self.base = base
+        self.resolution = resolution
+        self._cache: dict[str, dict[str, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def encode(self, caption: str) -> dict[str, torch.Tensor]:
+        if caption not in self._cache:
+            clip = self.base.clip
+            cond, pooled = clip.encode_from_tokens(clip.tokenize(caption), return_pooled=True)
+            out = {"c_crossattn": cond.float().cpu()}
+            if self.base.arch == "sdxl":
+                r = self.resolution
+                y = self.base.model.model.encode_adm(pooled_output=pooled, width=r, height=r, crop_w=0, crop_h=0,
+                                                     target_width=r, target_height=r, device=torch.device("cpu"))
+                out["y"] = y.float().cpu()
+            self._cache[caption] = out
+        return self._cache[caption]
+
+    def batch(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        encoded = [self.encode(c) for c in captions]
+        return {k: torch.cat([e[k] for e in encoded]) for k in encoded[0]}
+
+
+def predict_eps(patched, x_noisy: torch.Tensor, sigma: torch.Tensor, conds: dict[str, torch.Tensor],
+                user: UserConditioning, checkpointing: bool = False) -> torch.Tensor:
+    """ε prediction of the patched UNet through ComfyUI's ``BaseModel.apply_model``.
+
+    ``apply_model`` returns the denoised x0 (``x − σ·ε`` for ε-models), so
+    ``ε = (x_noisy − denoised) / σ`` — the quantity the reference loss compares with the noise
+    (reference §4, ``mse = mean (ε_pred − ε)²``). All rows are conditional (``cond_or_uncond=[0]``),
+    row i using profile i of ``user``.
+    """
+    options = dict(patched.model_options.get("transformer_options", {}))
+    options[USER_KEY] = user
+    options["cond_or_uncond"] = [0]
+    options["sigmas"] = sigma
+    model = patched.model
+    device = model.device if hasattr(model, "device") else x_noisy.device
+    x_noisy, sigma = x_noisy.to(device), sigma.to(device)
+    kwargs = {k: v.to(device) for k, v in conds.items()}
+
+    def run(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return model.apply_model(x, s, transformer_options=options, **kwargs)
+
+    if checkpointing and torch.is_grad_enabled():
+        denoised = torch.utils.checkpoint.checkpoint(run, x_noisy, sigma, use_reentrant=False)
+    else:
+        denoised = run(x_noisy, sigma)
+    return (x_noisy - denoised) / sigma.reshape(-1, *([1] * (x_noisy.ndim - 1)))
