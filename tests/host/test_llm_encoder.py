@@ -1,0 +1,140 @@
+"""LLM profile encoder with a tiny random Qwen2 and the real Qwen2.5 tokenizer from ComfyUI (issue 5)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from psa_model import llm_encoder
+from psa_model.embedding_cache import EmbeddingCache, encode_with_cache
+from psa_model.llm_encoder import LLMEncoderError, ProfileEncoder, check_model_folder, fill_template, load_template
+from psa_model.profile_schema import StructuredProfile
+from support.llm_tiny import HIDDEN, build_tiny_qwen2
+
+IM_START, IM_END, ENDOFTEXT, NEWLINE = 151644, 151645, 151643, 198
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, comfy_host):
+    root = tmp_path_factory.mktemp("llm")
+    return {"chat": build_tiny_qwen2(root / "tiny_qwen2"),
+            "nochat": build_tiny_qwen2(root / "tiny_qwen2_nochat", keep_chat_template=False)}
+
+
+PROFILES = [
+    StructuredProfile.create(age=20, gender="male", religion="Christianity", mental_condition="depression",
+                             physical_condition="healthy", forbidden=["Propaganda", "Self-Harm", "Sexuality", "Shocking"]),
+    StructuredProfile.create(age=5, forbidden=list(("Hate", "Harassment", "Violence", "Self-Harm", "Sexuality",
+                                                    "Shocking", "Propaganda"))),
+    StructuredProfile.create(age=97, gender="female", religion="None", mental_condition="sexual assault",
+                             physical_condition="intellectual disability", forbidden=[]),
+]
+
+
+def _recording_loader(monkeypatch, seen: list):
+    real = llm_encoder.load_model
+
+    def load(folder, device, dtype):
+        model = real(folder, device, dtype)
+        model.register_forward_pre_hook(
+            lambda mod, args, kwargs: seen.append((kwargs["input_ids"].clone(), kwargs["attention_mask"].clone())),
+            with_kwargs=True)
+        return model
+
+    monkeypatch.setattr(llm_encoder, "load_model", load)
+
+
+def test_token_sequence_uses_the_folders_chat_template_with_right_padding(tiny, monkeypatch):
+    seen: list = []
+    _recording_loader(monkeypatch, seen)
+    with ProfileEncoder(tiny["chat"], template="A <<AGE>> <<AGE_GROUP>> <<GENDER>> <<RELIGION>> <<MENTAL>> "
+                                               "<<PHYSICAL>> <<BANNED>> <<ALLOWED>>") as enc:
+        assert enc.dtype == torch.float32 or torch.cuda.is_available()
+        enc.encode([PROFILES[0], PROFILES[2]], batch_size=2)
+        tok = enc.tokenizer
+    ids, mask = seen[0]
+    # Hand-written expected text: the ComfyUI tokenizer's own (Qwen2.5-VL style) chat template.
+    texts = ["A 20 young adults male Christianity depression healthy Self-Harm, Sexuality, Shocking, Propaganda "
+             "Hate, Harassment, Violence",
+             "A 97 long-lived elderly female None sexual assault intellectual disability none Hate, Harassment, "
+             "Violence, Self-Harm, Sexuality, Shocking, Propaganda"]
+    expected = [tok.encode("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                           f"{t}<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False) for t in texts]
+    lengths = [len(e) for e in expected]
+    assert lengths[0] != lengths[1]
+    assert ids.shape == (2, max(lengths))
+    for row, exp, n in zip(range(2), expected, lengths):
+        assert ids[row, :n].tolist() == exp
+        assert exp[0] == IM_START and exp[-3] == IM_START and exp[-1] == NEWLINE  # ... <|im_start|>assistant\n
+        assert exp.count(IM_START) == 3 and exp.count(IM_END) == 2
+        assert mask[row, :n].tolist() == [1] * n
+        assert mask[row, n:].tolist() == [0] * (ids.shape[1] - n)  # padding on the right
+        assert ids[row, n:].tolist() == [ENDOFTEXT] * (ids.shape[1] - n)
+
+
+def test_fallback_chat_template_when_tokenizer_has_none(tiny, monkeypatch):
+    seen: list = []
+    _recording_loader(monkeypatch, seen)
+    with ProfileEncoder(tiny["nochat"]) as enc:
+        enc.encode_prompts(["hello"])
+        tok = enc.tokenizer
+    expected = tok.encode("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+                          "assistant.<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n",
+                          add_special_tokens=False)
+    assert seen[0][0][0].tolist() == expected
+
+
+def test_sum_pooling_and_batched_equals_one_by_one(tiny):
+    from transformers import AutoModelForCausalLM
+
+    with ProfileEncoder(tiny["chat"]) as enc:
+        batched = enc.encode(PROFILES, batch_size=3)
+        single = torch.cat([enc.encode([p], batch_size=1) for p in PROFILES])
+        tok = enc.tokenizer
+        prompt = fill_template(enc.template, PROFILES[1])
+    assert batched.shape == (3, HIDDEN) and batched.dtype == torch.float32
+    torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-4)
+    # Independent computation for one profile: unpadded, straight through transformers.
+    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                  tokenize=True, return_dict=True, return_tensors="pt")["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(str(tiny["chat"]), local_files_only=True, dtype=torch.float32)
+    with torch.no_grad():
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0]
+    torch.testing.assert_close(single[1], hidden.sum(0), rtol=1e-5, atol=1e-4)
+    assert not torch.allclose(single[1], hidden.mean(0), atol=1e-2)
+
+
+def test_cache_hit_is_identical_and_does_not_load_the_model(tiny, tmp_path, monkeypatch):
+    cache = EmbeddingCache(tmp_path / "cache")
+    template = load_template()
+
+    def encode(profiles):
+        with ProfileEncoder(tiny["chat"], template) as enc:
+            return enc.encode(profiles)
+
+    first, hits = encode_with_cache(tiny["chat"], template, PROFILES[:2], cache, encode)
+    assert hits == 0 and len(cache) == 2
+
+    def boom(*args, **kwargs):
+        raise AssertionError("model loaded on a cache hit")
+
+    monkeypatch.setattr(llm_encoder, "load_model", boom)
+    again, hits = encode_with_cache(tiny["chat"], template, PROFILES[:2], cache, encode)
+    assert hits == 2 and torch.equal(first, again)
+    # A different template is a different key → a miss → the loader is called.
+    with pytest.raises(AssertionError, match="model loaded"):
+        encode_with_cache(tiny["chat"], template + "\n", PROFILES[:1], cache, encode)
+    assert cache.clear() == 2 and len(cache) == 0
+
+
+def test_bad_folders_and_templates(tiny, tmp_path):
+    with pytest.raises(LLMEncoderError, match="not found"):
+        check_model_folder(tmp_path / "nope")
+    with pytest.raises(LLMEncoderError, match="hidden size 32.*3584"):
+        ProfileEncoder(tiny["chat"], expected_dim=3584)
+    assert check_model_folder(tiny["chat"], HIDDEN) == HIDDEN
+    with pytest.raises(LLMEncoderError, match="<<MENTAL>>"):
+        ProfileEncoder(tiny["chat"], template="<<AGE>> <<AGE_GROUP>> <<GENDER>> <<RELIGION>> <<PHYSICAL>> "
+                                              "<<BANNED>> <<ALLOWED>>")
+    no_categories = StructuredProfile.create(age=30)
+    with pytest.raises(LLMEncoderError, match="forbidden categories"):
+        fill_template(load_template(), no_categories)
