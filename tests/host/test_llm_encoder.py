@@ -138,3 +138,43 @@ def test_bad_folders_and_templates(tiny, tmp_path):
     no_categories = StructuredProfile.create(age=30)
     with pytest.raises(LLMEncoderError, match="forbidden categories"):
         fill_template(load_template(), no_categories)
+
+
+def test_nodes_policy_encode_nearest(tiny, tmp_path, shared_dir, monkeypatch):
+    import importlib.util
+    import sys as _sys
+
+    import folder_paths
+
+    from training.comfy_host import REPO_ROOT
+
+    if "psa_pack_under_test" not in _sys.modules:
+        spec = importlib.util.spec_from_file_location("psa_pack_under_test", REPO_ROOT / "__init__.py",
+                                                      submodule_search_locations=[str(REPO_ROOT)])
+        pack = importlib.util.module_from_spec(spec)
+        _sys.modules["psa_pack_under_test"] = pack
+        spec.loader.exec_module(pack)
+    nodes_mod = importlib.import_module("psa_pack_under_test.nodes.profile_encode_nodes")
+    profiles_dir = tmp_path / "psa_profiles"
+    (profiles_dir / "sage_embeddings").mkdir(parents=True)
+    (profiles_dir / "sage_users.csv").write_bytes((shared_dir / "data" / "sage_users.csv").read_bytes())
+    (profiles_dir / "sage_embeddings" / "0000002.npy").write_bytes(
+        (shared_dir / "data" / "sage_embeddings" / "0000002.npy").read_bytes())
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "psa_profiles", ([str(profiles_dir)], {".json", ".npy"}))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "psa_llm", ([str(tiny["chat"].parent)], set()))
+    monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path / "user"))
+
+    spec, forbidden, allowed, _ = nodes_mod.PSAProfilePolicy().build(
+        nodes_mod.NO_FILE, 15, "male", "Islam", "healthy", "healthy", "rule policy", "")
+    assert forbidden == "Hate, Violence, Self-Harm, Sexuality, Propaganda" and allowed == "Harassment, Shocking"
+    assert "tiny_qwen2" in nodes_mod.llm_folders()
+    profile, summary = nodes_mod.PSAEncodeProfileLLM().encode(spec, "tiny_qwen2", nodes_mod.DEFAULT_TEMPLATE_NAME,
+                                                              HIDDEN, "use")
+    assert profile.embeddings.shape == (1, HIDDEN) and profile.labels[0].forbidden == spec.forbidden
+    again, summary = nodes_mod.PSAEncodeProfileLLM().encode(spec, "tiny_qwen2", nodes_mod.DEFAULT_TEMPLATE_NAME,
+                                                            HIDDEN, "use")
+    assert "cache hit" in summary and torch.equal(again.embeddings, profile.embeddings)
+    with pytest.raises(LLMEncoderError, match="3584"):
+        nodes_mod.PSAEncodeProfileLLM().encode(spec, "tiny_qwen2", nodes_mod.DEFAULT_TEMPLATE_NAME, 3584, "use")
+    sage, uid, _ = nodes_mod.PSANearestSageUser().resolve(spec)
+    assert uid == 2 and sage.embeddings.shape == (1, 3584)
