@@ -1,0 +1,29 @@
+"""``python -m training.train_psa``: Diffusion-DPO training of a PSA adapter (reference note §4).
+
+Every option is documented in ``--help``; options may come from a JSON file (``--config``) and
+the resolved configuration is written to ``OUTPUT_DIR/config.json``. The result,
+``OUTPUT_DIR/psa_adapter.safetensors``, is the native format the PSA Model Patcher loads.
+"""
+from __future__ import annotations
+
+import sys
+
+from .comfy_host import import_comfy
+from .config import resolve_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = resolve_config(argv)
+    import_comfy()
+    from .trainer import Trainer  # noqa: PLC0415 - needs ComfyUI on sys.path first
+
+    trainer = Trainer(cfg)
+    path = trainer.train()
+    print(f"adapter written: {path}")
+    if trainer.val_set is not None:
+        print(f"held-out implicit accuracy: {trainer.evaluate()['accuracy']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The Diffusion-DPO training loop for PSA adapters (reference note §4).
+
+One UNet only: the policy prediction runs the shared PSA layers (``psa_model.patch``) with a
+differentiable :class:`UserConditioning`; the reference prediction is the same patched model
+with PSA scale 0 (the patch is then a no-op), i.e. the frozen base UNet (reference §4, "The
+reference model is ... the base UNet itself"). Chosen and rejected latents share noise and
+timestep. All randomness of the loop comes from one ``torch.Generator`` whose state is
+checkpointed, so ``--resume`` continues bit-exactly.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from psa_model.formats import save_native, save_reference_bin
+from psa_model.patch import UserConditioning
+
+from .checkpoint import load_checkpoint, restore_rng, rng_states, save_checkpoint
+from .config import TrainConfig
+from .data import SageDataset, data_fingerprint, load_split
+from .latents import LatentSource
+from .loss import dpo_loss_from_predictions
+from .metrics import MetricsLog, plot
+from .model import BaseModel, TextEncoder, build_adapter, load_base, patch_model, predict_eps
+
+AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    params = list(params)
+    if cfg.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(params, lr=cfg.lr, scale_parameter=False, relative_step=False, warmup_init=False,
+                         weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
+
+
+def constant_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """lr × step/warmup during warm-up, then lr (reference §4: "constant with 500 warm-up steps")."""
+    def factor(step: int) -> float:
+        return step / max(1, warmup_steps) if step < warmup_steps else 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Trainer:
+    """Holds model, adapter, data and optimiser state; :meth:`train` runs to ``cfg.max_steps``."""
+
+    def __init__(self, cfg: TrainConfig, base: BaseModel | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.train_set: SageDataset = load_split(cfg.train_data, cfg.embeddings, cfg.skip_missing)
+        self.val_set: SageDataset | None = (load_split(cfg.val_data, cfg.embeddings, cfg.skip_missing,
+                                                       self.train_set.embed_dim) if cfg.val_data else None)
+        self.base = base if base is not None else load_base(cfg.checkpoint)
+        self.adapter = build_adapter(self.base.model, self.base.arch, self.train_set.embed_dim, cfg.user_tokens,
+                                     cfg.warm_start or None)
+        self.patched = patch_model(self.base.model, self.adapter)
+        self.model_sampling = self.patched.get_model_object("model_sampling")
+        self.text = TextEncoder(self.base, cfg.resolution)
+        self.latents = LatentSource(self.base.vae, self.patched, cfg.resolution, cfg.latent_cache or None)
+        self.optimizer = make_optimizer(cfg, self.adapter.parameters())
+        self.scheduler = constant_with_warmup(self.optimizer, cfg.warmup_steps)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.order: list[int] = []
+        self.cursor = 0
+        self.fingerprint = cfg.run_fingerprint()
+        self.data_fp = data_fingerprint(self.train_set)
+        self.metrics = MetricsLog(self.out / "metrics.jsonl")
+        if cfg.resume:
+            self._resume(cfg.resume)
+        else:
+            self.metrics.truncate_after(-1)
+
+    # -- state -----------------------------------------------------------------------------
+    def training_meta(self) -> dict:
+        c = self.adapter.config
+        return {"arch": c.arch, "layer_dims": list(c.layer_dims), "embed_dim": c.embed_dim,
+                "cross_attention_dim": c.cross_attention_dim, "user_tokens": c.user_tokens, "steps": self.step,
+                "beta": self.cfg.beta, "lr": self.cfg.lr, "optimizer": self.cfg.optimizer,
+                "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum,
+                "resolution": self.cfg.resolution, "data_fingerprint": self.data_fp,
+                "base_checkpoint": Path(self.cfg.checkpoint).name, "run_fingerprint": self.fingerprint}
+
+    def _state(self) -> dict:
+        return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": rng_states(self.gen), "order": list(self.order), "cursor": self.cursor,
+                "run_fingerprint": self.fingerprint, "config": asdict(self.cfg)}
+
+    def _resume(self, folder: str) -> None:
+        from psa_model.formats import read_adapter_tensors
+
+        adapter_file, state = load_checkpoint(folder, self.fingerprint)
+        tensors, _ = read_adapter_tensors(adapter_file)
+        with torch.no_grad():
+            for name, p in self.adapter.named_parameters():
+                p.copy_(tensors[name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng(state["rng"], self.gen)
+        self.step, self.order, self.cursor = state["step"], list(state["order"]), state["cursor"]
+        self.metrics.truncate_after(self.step)
+
+    def save_checkpoint(self) -> Path:
+        folder = save_checkpoint(self.out / "checkpoints" / f"step_{self.step}", self.adapter, self._state(),
+                                 self.training_meta())
+        plot(self.metrics.records, self.out / "training_plot.png")
+        return folder
+
+    # -- data ------------------------------------------------------------------------------
+    def _next_pairs(self) -> list:
+        pairs = []
+        while len(pairs) < self.cfg.batch_size:
+            if self.cursor >= len(self.order):
+                self.order = torch.randperm(len(self.train_set), generator=self.gen).tolist()
+                self.cursor = 0
+            pairs.append(self.train_set.pairs[self.order[self.cursor]])
+            self.cursor += 1
+        return pairs
+
+    def _embeddings(self, dataset: SageDataset, pairs: list) -> torch.Tensor:
+        emb = dataset.embedding_batch(pairs)
+        return torch.zeros_like(emb) if self.cfg.zero_embeddings else emb
+
+    def batch_inputs(self, dataset: SageDataset, pairs: list, gen: torch.Generator, augment: bool) -> dict:
+        """Latents, noise, sigmas, text conds and embeddings for ``[chosen; rejected]`` (2B rows)."""
+        b = len(pairs)
+        flips = ((torch.rand(b, generator=gen) < 0.5).tolist() if augment and self.cfg.random_flip
+                 else [False] * b)
+        drop = (torch.rand(b, generator=gen) < self.cfg.caption_dropout).tolist() if augment else [False] * b
+        captions = ["" if d else p.caption for p, d in zip(pairs, drop)]
+        lat_c = self.latents.get([p.chosen for p in pairs], flips)
+        lat_r = self.latents.get([p.rejected for p in pairs], flips)
+        noise = torch.randn(lat_c.shape, generator=gen)
+        t = torch.randint(0, 1000, (b,), generator=gen).float()
+        sigma = self.model_sampling.sigma(t).float()
+        conds = self.text.batch(captions)
+        emb = self._embeddings(dataset, pairs)
+        latents = torch.cat([lat_c, lat_r])
+        noise2, sigma2 = torch.cat([noise, noise]), torch.cat([sigma, sigma])
+        x_noisy = self.model_sampling.noise_scaling(sigma2.reshape(-1, 1, 1, 1), noise2, latents)
+        return {"x_noisy": x_noisy, "sigma": sigma2, "noise": noise2,
+                "conds": {k: torch.cat([v, v]) for k, v in conds.items()}, "embeddings": torch.cat([emb, emb])}
+
+    # -- compute ---------------------------------------------------------------------------
+    def _autocast(self):
+        dtype = AUTOCAST[self.cfg.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        device = "cuda" if self.patched.model.device.type == "cuda" else "cpu"
+        return torch.autocast(device, dtype=dtype)
+
+    def predictions(self, inputs: dict, grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(policy ε, reference ε) for a batch from :meth:`batch_inputs`."""
+        with torch.set_grad_enabled(grad), self._autocast():
+            user = UserConditioning.from_adapter(self.adapter, inputs["embeddings"])
+            eps = predict_eps(self.patched, inputs["x_noisy"], inputs["sigma"], inputs["conds"], user,
+                              checkpointing=self.cfg.gradient_checkpointing)
+        with torch.no_grad(), self._autocast():
+            off = UserConditioning.from_adapter(self.adapter, inputs["embeddings"], scale=0.0)
+            ref = predict_eps(self.patched, inputs["x_noisy"], inputs["sigma"], inputs["conds"], off)
+        return eps.float(), ref.float()
+
+    def train_step(self) -> dict:
+        """One optimizer step (``grad_accum`` micro-batches); returns mean loss and accuracy."""
+        self.optimizer.zero_grad(set_to_none=True)
+        losses, accs = [], []
+        for _ in range(self.cfg.grad_accum):
+            inputs = self.batch_inputs(self.train_set, self._next_pairs(), self.gen, augment=True)
+            eps, ref = self.predictions(inputs)
+            res = dpo_loss_from_predictions(eps, ref, inputs["noise"].to(eps.device), self.cfg.beta)
+            (res.loss / self.cfg.grad_accum).backward()
+            losses.append(res.loss.item())
+            accs.append(res.accuracy.item())
+        self.sync_gradients()
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.adapter.parameters(), self.cfg.max_grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return {"kind": "train", "step": self.step, "loss": sum(losses) / len(losses),
+                "accuracy": sum(accs) / len(accs), "lr": lr}
+
+    def sync_gradients(self) -> None:
+        """Average gradients across data-parallel processes (no-op when not distributed)."""
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for p in self.adapter.parameters():
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+                p.grad /= dist.get_world_size()
+
+    @torch.no_grad()
+    def evaluate(self, dataset: SageDataset | None = None) -> dict:
+        """Held-out implicit accuracy with fixed noise/timesteps (same pairs and noise every time)."""
+        dataset = dataset or self.val_set
+        gen = torch.Generator().manual_seed(self.cfg.seed + 1_000_003)
+        pairs = dataset.pairs[: self.cfg.val_max_pairs]
+        insides, losses = [], []
+        for i in range(0, len(pairs), self.cfg.batch_size):
+            inputs = self.batch_inputs(dataset, pairs[i:i + self.cfg.batch_size], gen, augment=False)
+            eps, ref = self.predictions(inputs, grad=False)
+            res = dpo_loss_from_predictions(eps, ref, inputs["noise"], self.cfg.beta)
+            insides.append(res.inside)
+            losses.append(res.loss.item() * len(res.inside))
+        inside = torch.cat(insides)
+        return {"kind": "val", "step": self.step, "loss": sum(losses) / len(inside),
+                "accuracy": (inside > 0).float().mean().item(), "pairs": len(inside)}
+
+    # -- loop ------------------------------------------------------------------------------
+    def train(self) -> Path:
+        """Train to ``max_steps``, checkpointing and validating on schedule; returns the adapter file."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, sort_keys=True))
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.step, desc="PSA DPO", dynamic_ncols=True)
+        started = time.time()
+        while self.step < cfg.max_steps:
+            record = self.train_step()
+            if not math.isfinite(record["loss"]):
+                raise FloatingPointError(f"loss became {record['loss']} at step {self.step}; lower the lr or "
+                                         "use fp32/bf16 precision")
+            self.metrics.log(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.2f}")
+            if self.val_set is not None and cfg.validate_every > 0 and self.step % cfg.validate_every == 0:
+                val = self.evaluate()
+                self.metrics.log(val)
+                if bar is not None:
+                    bar.write(f"step {self.step}: val implicit acc {val['accuracy']:.3f} loss {val['loss']:.4f}")
+            if cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+        if bar is not None:
+            bar.close()
+        return self.finish(time.time() - started)
+
+    def finish(self, seconds: float = 0.0) -> Path:
+        meta = self.training_meta()
+        meta["train_seconds"] = round(seconds, 1)
+        path = self.out / "psa_adapter.safetensors"
+        save_native(self.adapter, path, training=meta)
+        if self.cfg.export_reference_bin:
+            save_reference_bin(self.adapter.state_dict(), self.out / "psa_adapter.bin")
+        if self.metrics.records:
+            plot(self.metrics.records, self.out / "training_plot.png")
+        return path
