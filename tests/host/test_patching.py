@@ -149,3 +149,39 @@ def test_user_tensors_follow_activation_dtype_and_are_freed(sd15):
     del personal, user
     gc.collect()
     assert user_ref() is None
+
+
+def _unet_eps(model_patcher, x, sigma, context):
+    """One conditional UNet call with the patcher's transformer options (no model loading)."""
+    options = dict(model_patcher.model_options["transformer_options"], cond_or_uncond=[0], sigmas=sigma)
+    with torch.no_grad():
+        return model_patcher.model.apply_model(x, sigma, c_crossattn=context, transformer_options=options)
+
+
+def test_low_vram_on_the_fly_lora_is_seen_by_psa(sd15):
+    """In low-VRAM mode ComfyUI patches LoRA into weights inside each module's forward; PSA calls
+    the modules, so it matches the normally loaded (weights patched in place) result."""
+    base, adapter, _ = sd15
+    key = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_out.0.weight"
+    weight = base.model.state_dict()[key]
+    lora = base.clone()
+    lora.add_patches({key: ("diff", (0.5 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(3)),))}, 1.0)
+    personal = attach_profile(attach_adapter(lora, adapter), random_embeddings(1, E))
+    x, sigma = _noise(), torch.tensor([2.0])
+    context = _conds()[0][0][0]
+    to_out = base.get_model_object("diffusion_model").input_blocks[1][1].transformer_blocks[0].attn2.to_out[0]
+    try:
+        personal.patch_model(lowvram_model_memory=1)  # every module left to on-the-fly casting/patching
+        assert to_out.comfy_cast_weights and to_out.weight_function  # the LoRA lives only in the forward
+        assert torch.equal(to_out.weight, weight)  # so reading .weight directly would miss it
+        low_vram = _unet_eps(personal, x, sigma, context)
+    finally:
+        personal.unpatch_model()
+    try:
+        personal.patch_model()  # normal mode: LoRA merged into the weights in place
+        assert not torch.equal(to_out.weight, weight)
+        normal = _unet_eps(personal, x, sigma, context)
+    finally:
+        personal.unpatch_model()
+    assert torch.equal(to_out.weight, weight)
+    assert (low_vram - normal).abs().max().item() <= 1e-5
