@@ -162,6 +162,21 @@ def build_sdxl_checkpoint(out: Path, seed: int = 21) -> Path:
     return path
 
 
+def _readable(path: Path) -> bool:
+    """A complete safetensors file (a truncated or corrupt cache entry is rebuilt, not loaded)."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            last = list(fh.keys())[-1]
+            fh.get_slice(last)[...]
+        return True
+    except Exception:  # noqa: BLE001 - any parse failure means "rebuild"
+        return False
+
+
 def ensure_fixtures(out: Path, sdxl_checkpoint: bool = False) -> dict[str, Path]:
     """Build the fixtures that are missing or stale; return their paths by name."""
     import_comfy()
@@ -174,7 +189,7 @@ def ensure_fixtures(out: Path, sdxl_checkpoint: bool = False) -> dict[str, Path]
     paths = {}
     for name, build in builders.items():
         path = out / name
-        if stamp.get(name) != BUILDER_VERSION or not path.is_file():
+        if stamp.get(name) != BUILDER_VERSION or not _readable(path):
             build(out)
             stamp[name] = BUILDER_VERSION
             stamp_path.write_text(json.dumps(stamp, indent=1))
