@@ -1,0 +1,79 @@
+"""The node classes, called as ComfyUI calls them, on the SD1.5 fixture."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from psa_model.adapter import adapter_config_for_model
+from psa_model.demo import random_adapter, random_embeddings
+from psa_model.layer_map import architecture, match_sites
+from psa_model.patch import PSAError, attach_adapter
+from psa_model.profiles import ProfileLabel, PSAProfile
+from support.pack import load_pack
+
+
+@pytest.fixture(scope="module")
+def pack(comfy_host):
+    return load_pack()
+
+
+@pytest.fixture(scope="module")
+def setup(sd15_checkpoint):
+    base = sd15_checkpoint[0]
+    sites = match_sites(architecture("sd15"), base.get_model_object("diffusion_model"))
+    adapter = random_adapter(adapter_config_for_model("sd15", sites, embed_dim=32), seed=2, kv_std=0.05)
+    gen = torch.Generator().manual_seed(1)
+    cond = [[torch.randn(1, 77, 768, generator=gen), {}]]
+    uncond = [[torch.randn(1, 77, 768, generator=gen), {}]]
+    profile = PSAProfile(random_embeddings(1, 32), (ProfileLabel("test"),))
+    return base, attach_adapter(base, adapter), cond, uncond, profile
+
+
+def _kwargs(setup, **extra):
+    _, patched, cond, uncond, profile = setup
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    args = dict(model=patched, profile=profile, psa_scale=1.0, seed=5, steps=2, cfg=4.0, sampler_name="euler",
+                scheduler="normal", positive=cond, negative=uncond, latent_image=latent, denoise=1.0)
+    args.update(extra)
+    return args
+
+
+def test_psa_sampler_at_scale_zero_equals_stock_ksampler(pack, setup):
+    import nodes as comfy_nodes
+
+    psa = pack.NODE_CLASS_MAPPINGS["PSAKSampler"]().sample(**_kwargs(setup, psa_scale=0.0))[0]["samples"]
+    args = _kwargs(setup)
+    stock = comfy_nodes.KSampler().sample(setup[0], args["seed"], args["steps"], args["cfg"], "euler", "normal",
+                                          args["positive"], args["negative"], args["latent_image"])[0]["samples"]
+    assert torch.equal(psa, stock)
+    personal = pack.NODE_CLASS_MAPPINGS["PSAKSampler"]().sample(**_kwargs(setup))[0]["samples"]
+    assert not torch.equal(personal, stock)
+
+
+def test_apply_profile_node_then_stock_sampler_equals_psa_sampler(pack, setup):
+    import nodes as comfy_nodes
+
+    args = _kwargs(setup)
+    model = pack.NODE_CLASS_MAPPINGS["PSAApplyProfile"]().apply(args["model"], args["profile"], 1.0)[0]
+    stock = comfy_nodes.KSampler().sample(model, args["seed"], args["steps"], args["cfg"], "euler", "normal",
+                                          args["positive"], args["negative"], args["latent_image"])[0]["samples"]
+    psa = pack.NODE_CLASS_MAPPINGS["PSAKSampler"]().sample(**args)[0]["samples"]
+    assert torch.equal(stock, psa)
+
+
+def test_sampler_refuses_when_psa_never_ran(pack, setup):
+    # One step at the highest sigma, PSA window restricted to the last half: no step applies it.
+    with pytest.raises(PSAError, match="never ran"):
+        pack.NODE_CLASS_MAPPINGS["PSAKSampler"]().sample(**_kwargs(setup, steps=1, start_percent=0.5, end_percent=1.0))
+
+
+def test_sampler_needs_a_psa_model(pack, setup):
+    with pytest.raises(PSAError, match="no PSA adapter"):
+        pack.NODE_CLASS_MAPPINGS["PSAKSampler"]().sample(**_kwargs(setup, model=setup[0]))
+
+
+def test_start_end_percent_window_changes_the_result(pack, setup):
+    sampler = pack.NODE_CLASS_MAPPINGS["PSAKSampler"]()
+    full = sampler.sample(**_kwargs(setup, steps=4))[0]["samples"]
+    late = sampler.sample(**_kwargs(setup, steps=4, start_percent=0.5))[0]["samples"]
+    assert not torch.equal(full, late)

@@ -1,0 +1,21 @@
+"""Import this pack the way ComfyUI does (a package loaded by path), for host-tier node tests."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PACK_MODULE = "comfyui_psa_pack_under_test"
+
+
+def load_pack():
+    """The pack's top-level module (ComfyUI's tree must already be importable)."""
+    if PACK_MODULE in sys.modules:
+        return sys.modules[PACK_MODULE]
+    spec = importlib.util.spec_from_file_location(PACK_MODULE, REPO_ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(REPO_ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_MODULE] = module
+    spec.loader.exec_module(module)
+    return module
