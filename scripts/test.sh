@@ -7,5 +7,10 @@ cd "$ROOT"
 env_lines=$(bash scripts/provision.sh 2> >(grep -v "is ignored: it is neither" >&2))
 eval "export $(echo "$env_lines" | grep '^COMFYUI_PATH=')"
 eval "export $(echo "$env_lines" | grep '^PSA_PYTHON=')"
+# Headless Chromium for tests/server/test_browser.py (Debian package; idempotent, never fatal).
+command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 \
+    && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+         || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } \
+    || echo "chromium unavailable: the browser test will skip" >&2
 export PYTHONUNBUFFERED=1
 exec "$PSA_PYTHON" -m pytest "$@"
