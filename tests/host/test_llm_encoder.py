@@ -140,21 +140,15 @@ def test_bad_folders_and_templates(tiny, tmp_path):
         fill_template(load_template(), no_categories)
 
 
-def test_nodes_policy_encode_nearest(tiny, tmp_path, shared_dir, monkeypatch):
-    import importlib.util
-    import sys as _sys
+def test_nodes_policy_encode_nearest(tiny, tmp_path, shared_dir, monkeypatch, fixture_paths):
+    import importlib
 
     import folder_paths
 
-    from training.comfy_host import REPO_ROOT
+    from support.pack import PACK_MODULE, load_pack
 
-    if "psa_pack_under_test" not in _sys.modules:
-        spec = importlib.util.spec_from_file_location("psa_pack_under_test", REPO_ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(REPO_ROOT)])
-        pack = importlib.util.module_from_spec(spec)
-        _sys.modules["psa_pack_under_test"] = pack
-        spec.loader.exec_module(pack)
-    nodes_mod = importlib.import_module("psa_pack_under_test.nodes.profile_encode_nodes")
+    load_pack()
+    nodes_mod = importlib.import_module(f"{PACK_MODULE}.nodes.profile_encode_nodes")
     profiles_dir = tmp_path / "psa_profiles"
     (profiles_dir / "sage_embeddings").mkdir(parents=True)
     (profiles_dir / "sage_users.csv").write_bytes((shared_dir / "data" / "sage_users.csv").read_bytes())
@@ -178,3 +172,29 @@ def test_nodes_policy_encode_nearest(tiny, tmp_path, shared_dir, monkeypatch):
         nodes_mod.PSAEncodeProfileLLM().encode(spec, "tiny_qwen2", nodes_mod.DEFAULT_TEMPLATE_NAME, 3584, "use")
     sage, uid, _ = nodes_mod.PSANearestSageUser().resolve(spec)
     assert uid == 2 and sage.embeddings.shape == (1, 3584)
+    checkpoint = fixture_paths["sd15_tiny.safetensors"]
+    _sample_with(profile, HIDDEN, checkpoint)  # the LLM path's profile drives the sampler
+    _sample_with(sage, 3584, checkpoint)  # and so does the no-LLM path's
+
+
+def _sample_with(profile, embed_dim, checkpoint):
+    """A PSA_PROFILE is accepted by the sampler path: adapter of that embedding size, 1 step."""
+    import importlib
+
+    import comfy.sd
+
+    from psa_model.adapter import adapter_config_for_model
+    from psa_model.demo import random_adapter
+    from psa_model.layer_map import architecture, match_sites
+    from psa_model.patch import attach_adapter
+    from support.pack import PACK_MODULE
+
+    sampler_nodes = importlib.import_module(f"{PACK_MODULE}.nodes.sampler_nodes")
+    base = comfy.sd.load_checkpoint_guess_config(str(checkpoint),
+                                                 output_vae=False, output_clip=False)[0]
+    sites = match_sites(architecture("sd15"), base.get_model_object("diffusion_model"))
+    patched = attach_adapter(base, random_adapter(adapter_config_for_model("sd15", sites, embed_dim=embed_dim)))
+    cond = [[torch.zeros(1, 77, 768), {}]]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    out = sampler_nodes.PSAKSampler().sample(patched, profile, 1.0, 0, 1, 1.0, "euler", "normal", cond, cond, latent)
+    assert torch.isfinite(out[0]["samples"]).all()
