@@ -116,6 +116,7 @@ def load_split(root: str | Path, embeddings_dir: str | Path, skip_missing: bool 
     pairs: list[PreferencePair] = []
     embeddings: dict[str, torch.Tensor] = {}
     dim = expected_dim
+    checked: set[Path] = set()
     for n, rec in records:
         uid = user_id_string(rec["user_data"]["User_ID"])
         chosen, rejected = root / rec["chosen"], root / rec["rejected"]
@@ -124,6 +125,9 @@ def load_split(root: str | Path, embeddings_dir: str | Path, skip_missing: bool 
             if not img.is_file():
                 missing_images.append(f"line {n}: {img.name}")
                 bad = True
+            elif img not in checked:
+                check_image_header(img)
+                checked.add(img)
         if uid not in embeddings:
             path = embeddings_dir / f"{uid}.npy"
             if path.is_file():
@@ -149,6 +153,15 @@ def load_split(root: str | Path, embeddings_dir: str | Path, skip_missing: bool 
     if not pairs:
         raise DataValidationError(f"{root}: no usable records left after skipping missing files ({skipped})")
     return SageDataset(root, pairs, embeddings, int(dim), skipped)
+
+
+def check_image_header(path: Path) -> None:
+    """Fail early on files that are not decodable images (header check, cheap)."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataValidationError(f"image {path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
 
 
 def load_image(path: Path, resolution: int, flip: bool = False) -> torch.Tensor:

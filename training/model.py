@@ -64,15 +64,18 @@ def load_base(checkpoint: str | Path) -> BaseModel:
 
 
 def build_adapter(model_patcher, arch: str, embed_dim: int, user_tokens: int = 1,
-                  warm_start: str | Path | None = None) -> PSAAdapter:
+                  warm_start: str | Path | None = None, seed: int = 0) -> PSAAdapter:
     """A trainable adapter for this UNet: zero-init ``to_k/to_v`` (reference §3), or a warm start.
 
     Warm start files may be native or reference format; their architecture, layer widths and
-    embedding size must match this model and data set.
+    embedding size must match this model and data set. The user projection's random init
+    is drawn from ``seed`` (not the global RNG), so two runs with the same config start equal.
     """
     sites = match_sites(architecture(arch), model_patcher.get_model_object("diffusion_model"))
     config = adapter_config_for_model(arch, sites, embed_dim=embed_dim, user_tokens=user_tokens)
-    adapter = PSAAdapter(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        adapter = PSAAdapter(config)
     if warm_start is not None:
         tensors, meta = read_adapter_tensors(warm_start)
         file_cfg = config_from_tensors(tensors, meta)

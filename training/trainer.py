@@ -61,7 +61,7 @@ class Trainer:
                                                        self.train_set.embed_dim) if cfg.val_data else None)
         self.base = base if base is not None else load_base(cfg.checkpoint)
         self.adapter = build_adapter(self.base.model, self.base.arch, self.train_set.embed_dim, cfg.user_tokens,
-                                     cfg.warm_start or None)
+                                     cfg.warm_start or None, seed=cfg.seed)
         self.patched = patch_model(self.base.model, self.adapter)
         self.model_sampling = self.patched.get_model_object("model_sampling")
         self.text = TextEncoder(self.base, cfg.resolution)
