@@ -62,7 +62,7 @@ def page(comfy_server, tmp_path_factory):
     with sync_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=executable, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1500, "height": 900})
+            args=CHROMIUM_ARGS, viewport={"width": 1920, "height": 1080})
         page = context.pages[0] if context.pages else context.new_page()
         page.psa_console = []  # (type, text) of every console message and page error
         page.on("console", lambda msg: page.psa_console.append((msg.type, msg.text)))
@@ -72,6 +72,10 @@ def page(comfy_server, tmp_path_factory):
             "() => window.app && window.app.graph && window.LiteGraph && window.app.canvas"
             " && Object.keys(window.LiteGraph.registered_node_types).includes('PSAModelPatcher')",
             timeout=90_000)
+        page.evaluate("""async () => {  // full-detail nodes at screenshot zoom, no minimap
+            const s = window.app.extensionManager && window.app.extensionManager.setting;
+            for (const [id, v] of [['LiteGraph.Canvas.MinFontSizeForLOD', 1], ['Comfy.Minimap.Visible', false]])
+                try { await s.set(id, v); } catch (e) { /* setting absent in this frontend */ } }""")
         yield page
         context.close()
 
@@ -104,6 +108,29 @@ def test_missing_node_dialog_is_detected(page):
     assert not page.evaluate(MISSING_DIALOG_JS)
 
 
+def test_every_psa_node_is_documented_in_the_frontend(page):
+    """All PSA node definitions as the frontend holds them (incl. the ones the fixtures swap out)."""
+    defs = page.evaluate("""(category) => Object.entries(window.LiteGraph.registered_node_types)
+        .filter(([, cls]) => cls.nodeData && cls.nodeData.category === category)
+        .map(([type, cls]) => ({type, display: cls.nodeData.display_name, description: cls.nodeData.description,
+                                input: cls.nodeData.input, output_tooltips: cls.nodeData.output_tooltips}))""",
+                         CATEGORY)
+    types = {d["type"] for d in defs}
+    assert {"PSAModelPatcher", "PSALoadProfile", "PSASageUser", "PSAProfilePreset", "PSAProfileBatch",
+            "PSAApplyProfile", "PSAKSampler", "PSAImageGrid"} <= types, types
+    for d in defs:
+        assert d["display"].startswith("PSA ") and d["description"], d["type"]
+        assert d["output_tooltips"] and all(d["output_tooltips"]), d["type"]
+        specs = {**d["input"].get("required", {}), **d["input"].get("optional", {})}
+        missing = [n for n, spec in specs.items() if not (len(spec) > 1 and (spec[1] or {}).get("tooltip"))]
+        assert missing == [], (d["type"], missing)
+    # The shipped files as users get them only use node types the frontend knows.
+    for name, (ui_path, _) in WORKFLOWS.items():
+        used = {n["type"] for n in json.loads(ui_path.read_text())["nodes"]}
+        unknown = page.evaluate("(ts) => ts.filter(t => !window.LiteGraph.registered_node_types[t])", sorted(used))
+        assert unknown == [], (name, unknown)
+
+
 @pytest.mark.parametrize("name", sorted(WORKFLOWS))
 def test_workflow_in_the_browser(name, page, comfy_server):
     object_info = comfy_server.get_json("/object_info")
@@ -113,7 +140,7 @@ def test_workflow_in_the_browser(name, page, comfy_server):
     console_start = len(page.psa_console)
     _dismiss_dialogs(page)
 
-    page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", ui)
+    page.evaluate("async ([wf, name]) => { await window.app.loadGraphData(wf, true, true, name); }", [ui, name])
     page.wait_for_timeout(1000)  # the missing-nodes dialog opens asynchronously after loading
     assert page.evaluate(MISSING_DIALOG_JS) == [], "missing node types dialog after loading"
 
@@ -170,6 +197,9 @@ def test_workflow_in_the_browser(name, page, comfy_server):
             .some(i => names.includes(i.filename)))
            || window.app.graph._nodes.some(n => (n.imgs || []).some(i => names.some(f => i.src.includes(f))))""",
         arg=filenames, timeout=30_000)
+    page.evaluate("""async () => {  // whole graph in view for the screenshot
+        try { await window.app.extensionManager.command.execute('Comfy.Canvas.FitView'); }
+        catch (e) { window.app.canvas.ds.scale = 0.6; window.app.canvas.setDirty(true, true); } }""")
     page.wait_for_timeout(1500)  # let the canvas draw the image before the screenshot
 
     errors = [text for kind, text in page.psa_console[console_start:]
@@ -183,10 +213,10 @@ def test_workflow_in_the_browser(name, page, comfy_server):
 
 
 def _save_small_copy(src: Path, dst: Path) -> None:
-    """A small copy for the README (960 px wide, 128-colour palette)."""
+    """A small copy for the README (1280 px wide, 128-colour palette)."""
     from PIL import Image
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     img = Image.open(src).convert("RGB")
-    img = img.resize((960, round(img.height * 960 / img.width)), Image.LANCZOS)
+    img = img.resize((1280, round(img.height * 1280 / img.width)), Image.LANCZOS)
     img.quantize(colors=128).save(dst, optimize=True)
