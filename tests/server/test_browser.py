@@ -3,7 +3,8 @@
 Headless Chromium (Debian's package, installed here when missing; the test skips with the
 reason when it cannot be) driven by Playwright's Python API against the frontend served by the
 session's test server. Screenshots go to ``test-artifacts/`` and the latest are copied to
-``docs/screenshots/`` for the README.
+``docs/screenshots/`` for the README (with ``PSA_UPDATE_SCREENSHOTS=1``, which also refreshes the
+template thumbnails ``workflows/<name>.jpg``).
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ DEFAULT_NAMES = ("sd15_tiny.safetensors", "psa_demo_sd15.safetensors")
 PROFILES = ["demo_child.json", "demo_teen.json", "demo_adult.json"]
 CATEGORY = "PSA (personalized safety)"
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"  # README copies, refreshed with PSA_UPDATE_SCREENSHOTS=1
+WORKFLOW_THUMBNAILS = REPO_ROOT / "workflows"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # A visible PrimeVue dialog whose text speaks of missing nodes / node types not found.
@@ -209,7 +211,19 @@ def test_workflow_in_the_browser(name, page, comfy_server):
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(shot))
-    _save_small_copy(shot, SCREENSHOTS / f"{name}.png")
+    if os.environ.get("PSA_UPDATE_SCREENSHOTS") == "1":  # refresh the committed copies only on purpose
+        _save_small_copy(shot, SCREENSHOTS / f"{name}.png")
+        _save_thumbnail(shot, WORKFLOW_THUMBNAILS / f"{name}.jpg")
+
+
+def _save_thumbnail(src: Path, dst: Path) -> None:
+    """The template browser's thumbnail: ``workflows/<name>.jpg`` beside the workflow file."""
+    from PIL import Image
+
+    img = Image.open(src).convert("RGB")
+    side = min(img.size)
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    img.crop((left, top, left + side, top + side)).resize((384, 384), Image.LANCZOS).save(dst, quality=85)
 
 
 def _save_small_copy(src: Path, dst: Path) -> None:
