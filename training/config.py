@@ -36,6 +36,8 @@ class TrainConfig:
     weight_decay: float = _opt(1e-2, "AdamW/Adafactor weight decay")
     max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 disables)")
     beta: float = _opt(5000.0, "Diffusion-DPO β (reference: 5000)")
+    min_timestep: int = _opt(0, "training timesteps are drawn uniformly from [min_timestep, max_timestep)")
+    max_timestep: int = _opt(1000, "upper end of the timestep range (reference: the full 0..1000)")
     precision: str = _opt("fp32", "autocast dtype for the UNet forward: fp32, fp16 or bf16 (weights stay fp32)",
                           choices=["fp32", "fp16", "bf16"])
     gradient_checkpointing: bool = _opt(False, "recompute the UNet forward in backward to save memory")
@@ -68,6 +70,8 @@ class TrainConfig:
             raise ValueError("batch_size and grad_accum must be ≥ 1, max_steps ≥ 0")
         if not 0.0 <= self.caption_dropout <= 1.0:
             raise ValueError("caption_dropout must be in [0, 1]")
+        if not 0 <= self.min_timestep < self.max_timestep <= 1000:
+            raise ValueError("need 0 ≤ min_timestep < max_timestep ≤ 1000")
 
 
 def build_parser() -> argparse.ArgumentParser:

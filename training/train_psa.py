@@ -8,20 +8,27 @@ from __future__ import annotations
 
 import sys
 
+import torch
+
 from .comfy_host import import_comfy
 from .config import resolve_config
+from .distributed import init_from_env
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = resolve_config(argv)
+    rank, world = init_from_env()  # torchrun: data-parallel over `world` processes
     import_comfy()
     from .trainer import Trainer  # noqa: PLC0415 - needs ComfyUI on sys.path first
 
     trainer = Trainer(cfg)
     path = trainer.train()
-    print(f"adapter written: {path}")
-    if trainer.val_set is not None:
-        print(f"held-out implicit accuracy: {trainer.evaluate()['accuracy']:.3f}")
+    if rank == 0:
+        print(f"adapter written: {path}" + (f" ({world} processes)" if world > 1 else ""))
+        if trainer.val_set is not None:
+            print(f"held-out implicit accuracy: {trainer.evaluate()['accuracy']:.3f}")
+    if world > 1:
+        torch.distributed.destroy_process_group()
     return 0
 
 

@@ -24,6 +24,7 @@ from psa_model.patch import UserConditioning
 from .checkpoint import load_checkpoint, restore_rng, rng_states, save_checkpoint
 from .config import TrainConfig
 from .data import SageDataset, data_fingerprint, load_split
+from .distributed import average_gradients, average_scalars, rank_and_world
 from .latents import LatentSource
 from .loss import dpo_loss_from_predictions
 from .metrics import MetricsLog, plot
@@ -69,6 +70,7 @@ class Trainer:
         self.optimizer = make_optimizer(cfg, self.adapter.parameters())
         self.scheduler = constant_with_warmup(self.optimizer, cfg.warmup_steps)
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.rank, self.world = rank_and_world()
         self.step = 0
         self.order: list[int] = []
         self.cursor = 0
@@ -117,8 +119,9 @@ class Trainer:
 
     # -- data ------------------------------------------------------------------------------
     def _next_pairs(self) -> list:
+        """The next *global* batch (``world × batch_size`` pairs; see ``training.distributed``)."""
         pairs = []
-        while len(pairs) < self.cfg.batch_size:
+        while len(pairs) < self.cfg.batch_size * self.world:
             if self.cursor >= len(self.order):
                 self.order = torch.randperm(len(self.train_set), generator=self.gen).tolist()
                 self.cursor = 0
@@ -130,17 +133,26 @@ class Trainer:
         emb = dataset.embedding_batch(pairs)
         return torch.zeros_like(emb) if self.cfg.zero_embeddings else emb
 
-    def batch_inputs(self, dataset: SageDataset, pairs: list, gen: torch.Generator, augment: bool) -> dict:
-        """Latents, noise, sigmas, text conds and embeddings for ``[chosen; rejected]`` (2B rows)."""
+    def batch_inputs(self, dataset: SageDataset, pairs: list, gen: torch.Generator, augment: bool,
+                     shard: tuple[int, int] = (0, 1)) -> dict:
+        """Latents, noise, sigmas, text conds and embeddings for ``[chosen; rejected]`` (2b rows).
+
+        Random draws are made for all of ``pairs`` (the global batch); ``shard = (rank, world)``
+        keeps this rank's equal slice, so the draws do not depend on the number of processes.
+        """
         b = len(pairs)
         flips = ((torch.rand(b, generator=gen) < 0.5).tolist() if augment and self.cfg.random_flip
                  else [False] * b)
         drop = (torch.rand(b, generator=gen) < self.cfg.caption_dropout).tolist() if augment else [False] * b
+        rank, world = shard
+        local = slice(rank * b // world, (rank + 1) * b // world)
+        pairs, flips, drop = pairs[local], flips[local], drop[local]
         captions = ["" if d else p.caption for p, d in zip(pairs, drop)]
         lat_c = self.latents.get([p.chosen for p in pairs], flips)
         lat_r = self.latents.get([p.rejected for p in pairs], flips)
-        noise = torch.randn(lat_c.shape, generator=gen)
-        t = torch.randint(0, 1000, (b,), generator=gen).float()
+        noise = torch.randn((b, *lat_c.shape[1:]), generator=gen)[local]
+        t = torch.randint(self.cfg.min_timestep, self.cfg.max_timestep, (b,), generator=gen).float()[local]
+        b = len(pairs)
         sigma = self.model_sampling.sigma(t).float()
         conds = self.text.batch(captions)
         emb = self._embeddings(dataset, pairs)
@@ -174,31 +186,22 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         losses, accs = [], []
         for _ in range(self.cfg.grad_accum):
-            inputs = self.batch_inputs(self.train_set, self._next_pairs(), self.gen, augment=True)
+            inputs = self.batch_inputs(self.train_set, self._next_pairs(), self.gen, augment=True,
+                                       shard=(self.rank, self.world))
             eps, ref = self.predictions(inputs)
             res = dpo_loss_from_predictions(eps, ref, inputs["noise"].to(eps.device), self.cfg.beta)
             (res.loss / self.cfg.grad_accum).backward()
             losses.append(res.loss.item())
             accs.append(res.accuracy.item())
-        self.sync_gradients()
+        average_gradients(self.adapter.parameters(), self.world)
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.adapter.parameters(), self.cfg.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return {"kind": "train", "step": self.step, "loss": sum(losses) / len(losses),
-                "accuracy": sum(accs) / len(accs), "lr": lr}
-
-    def sync_gradients(self) -> None:
-        """Average gradients across data-parallel processes (no-op when not distributed)."""
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            for p in self.adapter.parameters():
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                dist.all_reduce(p.grad)
-                p.grad /= dist.get_world_size()
+        loss, acc = average_scalars([sum(losses) / len(losses), sum(accs) / len(accs)], self.world)
+        return {"kind": "train", "step": self.step, "loss": loss, "accuracy": acc, "lr": lr}
 
     @torch.no_grad()
     def evaluate(self, dataset: SageDataset | None = None) -> dict:
@@ -221,10 +224,12 @@ class Trainer:
     def train(self) -> Path:
         """Train to ``max_steps``, checkpointing and validating on schedule; returns the adapter file."""
         cfg = self.cfg
+        main = self.rank == 0  # only rank 0 writes files, validates and shows progress
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, sort_keys=True))
+        if main:
+            (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, sort_keys=True))
         bar = None
-        if cfg.progress:
+        if cfg.progress and main:
             from tqdm import tqdm
 
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc="PSA DPO", dynamic_ncols=True)
@@ -234,6 +239,8 @@ class Trainer:
             if not math.isfinite(record["loss"]):
                 raise FloatingPointError(f"loss became {record['loss']} at step {self.step}; lower the lr or "
                                          "use fp32/bf16 precision")
+            if not main:
+                continue
             self.metrics.log(record)
             if bar is not None:
                 bar.update(1)
@@ -247,6 +254,8 @@ class Trainer:
                 self.save_checkpoint()
         if bar is not None:
             bar.close()
+        if not main:
+            return self.out / "psa_adapter.safetensors"
         return self.finish(time.time() - started)
 
     def finish(self, seconds: float = 0.0) -> Path:

@@ -204,18 +204,16 @@ def test_cli_help_documents_every_option():
     assert "--config" in out
 
 
-@pytest.mark.xfail(strict=False, reason="issue 4 open: on the tiny random-weight SD1.5 fixture, 30-40 steps at "
-                   "lr 1e-2 left held-out implicit accuracy at 0.5 (measured); the learning signal needs tuning")
-def test_learning_smoke_and_outputs(base, data, fixture_paths, tmp_path):
-    """A short run on conflicting preferences: held-out implicit accuracy above chance, and the
-    trained file loads and attaches to the model."""
+def test_training_outputs_load_in_the_node_path(base, data, fixture_paths, tmp_path):
+    """A short run writes the native adapter (with training metadata), the reference export,
+    the resolved config and the plot; the adapter loads and attaches to the model."""
     cfg = small_config(data, tmp_path, fixture_paths["sd15_tiny.safetensors"], max_steps=30, batch_size=4,
                        lr=1e-2, validate_every=15, checkpoint_every=15, export_reference_bin=True,
                        random_flip=False)
     tr = _trainer(cfg, base)
     path = tr.train()
     val = tr.evaluate()
-    assert val["pairs"] == 2 * 4 and val["accuracy"] > 0.5
+    assert val["pairs"] == 2 * 4
     adapter = load_adapter(path)
     meta = json.loads(read_adapter_tensors(path)[1]["training"])
     assert meta["steps"] == 30 and meta["beta"] == 5000.0 and meta["arch"] == "sd15" and meta["data_fingerprint"]
@@ -225,3 +223,14 @@ def test_learning_smoke_and_outputs(base, data, fixture_paths, tmp_path):
         assert torch.equal(v, ref.state_dict()[k])
     assert json.loads((tmp_path / "config.json").read_text())["lr"] == 1e-2
     assert (tmp_path / "training_plot.png").stat().st_size > 1000
+
+
+def test_learns_user_conditioned_preferences(comfy_host, fixture_paths, tmp_path):
+    """Issue 4 item 9 (short version of ``scripts/proof_learning.py``): on conflicting preferences,
+    held-out implicit accuracy ≥ 0.85 with the users' embeddings and ≤ 0.65 with them zeroed."""
+    from scripts.proof_learning import run_proof
+
+    results = run_proof(tmp_path, dpo_steps=25, denoise_steps=80, fixture=fixture_paths["sd15_tiny.safetensors"])
+    assert results["real_embeddings"]["pairs"] == results["zero_embeddings"]["pairs"] == 32
+    assert results["real_embeddings"]["accuracy"] >= 0.85, results
+    assert results["zero_embeddings"]["accuracy"] <= 0.65, results
