@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _provision(env_extra: dict, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PSA_CACHE_DIR=str(tmp_path / "cache"), **env_extra)
+    env = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_PATH", "PSA_PYTHON")}  # test.sh sets them
+    env.update(PSA_CACHE_DIR=str(tmp_path / "cache"), **env_extra)
     return subprocess.run(["bash", "scripts/provision.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
 
