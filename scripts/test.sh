@@ -2,11 +2,7 @@
 # The whole test suite on a fresh machine: provision the host (idempotent), then all three tiers.
 #   bash scripts/test.sh [pytest args]
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-env_lines=$(bash scripts/provision.sh 2> >(grep -v "is ignored: it is neither" >&2))
-eval "export $(echo "$env_lines" | grep '^COMFYUI_PATH=')"
-eval "export $(echo "$env_lines" | grep '^PSA_PYTHON=')"
+source "$(dirname "${BASH_SOURCE[0]}")/host_env.sh"
 # Headless Chromium for tests/server/test_browser.py (Debian package; idempotent, never fatal).
 command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 \
     && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
