@@ -5,20 +5,23 @@
    - ``shared``: this project's layout — the reference prediction is the same UNet with the PSA
      branch off (scale 0);
    - ``copy``: a separate frozen reference UNet (a second copy in memory).
-   Reports peak RSS and median step time of each, and their ratios.
+   Reports each one's peak resident memory during the steps above the process's runtime
+   baseline (Python, torch and ComfyUI loaded, no model yet), the raw peak RSS, the median step
+   time, and the ratios.
 2. ``latent cache``: epochs over a small synthetic Sage set on the tiny SD1.5 fixture at 256 px,
    without the cache and with it (the second cached epoch reads latents instead of VAE-encoding).
 
-    python -m scripts.bench_training [--steps 4] [--only memory|cache]
+    python -m scripts.bench_training [--steps 4] [--repeats 2] [--only memory|cache]
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
-import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -49,16 +52,49 @@ def _full_size_model():
     return comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": torch.float32})
 
 
+class PeakRSS:
+    """Samples this process's resident memory every 2 ms; ``peak`` in MiB since ``start``."""
+
+    def __init__(self) -> None:
+        self.peak = 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def current() -> float:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * 4096 / 2**20
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.current())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def step_worker(layout: str, steps: int) -> dict:
-    """One process, one layout: peak RSS (MiB) and step times."""
+    """One process, one layout: peak RSS during the training steps (MiB) and step times.
+
+    Model construction briefly holds extra copies of the weights; glibc's ``malloc_trim`` returns
+    that memory before measuring, so the peak is the training step's (weights + activations +
+    adapter and optimizer state)."""
     from training.comfy_host import import_comfy
 
     import_comfy(force_cpu=True)
+    import comfy.sd  # noqa: F401 - imported before the baseline is read
+    runtime_mib = PeakRSS.current()  # Python + torch + ComfyUI, before any model exists
     from psa_model.adapter import adapter_config_for_model
     from psa_model.layer_map import architecture, match_sites
-    from psa_model.patch import UserConditioning, attach_adapter
+    from psa_model.patch import UserConditioning
     from training.loss import dpo_loss_from_predictions
-    from training.model import predict_eps
+    from training.model import patch_model, predict_eps
 
     base = _full_size_model()
     reference = _full_size_model() if layout == "copy" else None
@@ -66,10 +102,15 @@ def step_worker(layout: str, steps: int) -> dict:
     from psa_model.adapter import PSAAdapter
 
     adapter = PSAAdapter(adapter_config_for_model("sd15", sites, embed_dim=3584))
-    patched = attach_adapter(base, adapter)
+    patched = patch_model(base, adapter)  # the trainer's own set-up: UNet frozen, adapter trainable
+    if reference is not None:
+        reference.model.diffusion_model.requires_grad_(False)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=1e-5)
     gen = torch.Generator().manual_seed(0)
     times = []
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    loaded_mib = PeakRSS.current()
+    meter = PeakRSS().__enter__()
     for _ in range(steps + 1):  # the first step warms up allocators and is not timed
         x = torch.randn(2, 4, 16, 16, generator=gen)
         sigma = torch.full((2,), 2.0)
@@ -89,19 +130,29 @@ def step_worker(layout: str, steps: int) -> dict:
         loss.backward()
         optimizer.step()
         times.append(time.perf_counter() - started)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"layout": layout, "peak_rss_mib": round(peak_mib), "step_s": [round(t, 3) for t in times[1:]]}
+    meter.__exit__()
+    return {"layout": layout, "runtime_rss_mib": round(runtime_mib), "loaded_rss_mib": round(loaded_mib),
+            "peak_rss_mib": round(meter.peak), "step_peak_mib": round(meter.peak - runtime_mib),
+            "step_s": [round(t, 3) for t in times[1:]]}
 
 
-def bench_memory_and_time(steps: int) -> dict:
-    results = {}
-    for layout in ("copy", "shared"):
-        out = subprocess.run([sys.executable, "-m", "scripts.bench_training", "--worker", layout, "--steps", str(steps)],
-                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600, check=True)
-        results[layout] = json.loads(out.stdout.strip().splitlines()[-1])
+def bench_memory_and_time(steps: int, repeats: int = 2) -> dict:
+    """Alternate the layouts (copy, shared, copy, shared, ...) so machine drift hits both alike."""
+    results: dict[str, dict] = {}
+    for _ in range(repeats):
+        for layout in ("copy", "shared"):
+            out = subprocess.run([sys.executable, "-m", "scripts.bench_training", "--worker", layout, "--steps",
+                                  str(steps)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600, check=True)
+            run = json.loads(out.stdout.strip().splitlines()[-1])
+            if layout in results:
+                run["step_s"] = results[layout]["step_s"] + run["step_s"]
+                for key in ("peak_rss_mib", "step_peak_mib"):
+                    run[key] = max(run[key], results[layout][key])
+            results[layout] = run
     shared, copy = results["shared"], results["copy"]
     return {"shared": shared, "copy": copy,
-            "peak_memory_ratio": round(shared["peak_rss_mib"] / copy["peak_rss_mib"], 3),
+            "peak_memory_ratio": round(shared["step_peak_mib"] / copy["step_peak_mib"], 3),
+            "peak_rss_ratio_incl_runtime": round(shared["peak_rss_mib"] / copy["peak_rss_mib"], 3),
             "step_time_ratio": round(statistics.median(shared["step_s"]) / statistics.median(copy["step_s"]), 3)}
 
 
@@ -130,6 +181,7 @@ def bench_latent_cache(work: Path) -> dict:
         trainer.train()
         return time.perf_counter() - started
 
+    epoch_seconds(None, "warmup")  # text-encoder cache and allocator warm-up, not measured
     uncached = epoch_seconds(None, "nocache")
     first = epoch_seconds(str(work / "latents"), "cache1")
     second = epoch_seconds(str(work / "latents"), "cache2")
@@ -140,6 +192,7 @@ def bench_latent_cache(work: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each layout")
     parser.add_argument("--only", choices=["memory", "cache"])
     parser.add_argument("--worker", choices=["shared", "copy"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, default=REPO_ROOT / ".cache" / "bench_training")
@@ -149,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     report = {}
     if args.only in (None, "memory"):
-        report["step"] = bench_memory_and_time(args.steps)
+        report["step"] = bench_memory_and_time(args.steps, args.repeats)
     if args.only in (None, "cache"):
         report["latent_cache"] = bench_latent_cache(args.work)
     print(json.dumps(report, indent=1))
