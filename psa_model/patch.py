@@ -68,6 +68,14 @@ class UserConditioning(_SharedOnCopy):
         return cls([k for k, _ in kv], [v for _, v in kv], [k for k, _ in null_kv], [v for _, v in null_kv],
                    scale, sigma_range)
 
+    @classmethod
+    def off(cls) -> "UserConditioning":
+        """The PSA branch switched off (scale 0): the patched UNet computes exactly the base UNet.
+
+        Training's reference prediction (reference §4: the frozen base UNet) uses this instead of
+        a second UNet copy; no user projection is computed for it."""
+        return cls([], [], [], [], scale=0.0)
+
     @property
     def profiles(self) -> int:
         return self.values[0].shape[0]

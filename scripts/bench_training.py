@@ -121,7 +121,7 @@ def step_worker(layout: str, steps: int) -> dict:
         eps = predict_eps(patched, x, sigma, conds, UserConditioning.from_adapter(adapter, emb))
         with torch.no_grad():
             if reference is None:
-                ref = predict_eps(patched, x, sigma, conds, UserConditioning.from_adapter(adapter, emb, scale=0.0))
+                ref = predict_eps(patched, x, sigma, conds, UserConditioning.off())
             else:
                 denoised = reference.model.apply_model(x, sigma, transformer_options={"cond_or_uncond": [0]}, **conds)
                 ref = (x - denoised) / sigma.reshape(-1, 1, 1, 1)

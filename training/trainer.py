@@ -177,8 +177,7 @@ class Trainer:
             eps = predict_eps(self.patched, inputs["x_noisy"], inputs["sigma"], inputs["conds"], user,
                               checkpointing=self.cfg.gradient_checkpointing)
         with torch.no_grad(), self._autocast():
-            off = UserConditioning.from_adapter(self.adapter, inputs["embeddings"], scale=0.0)
-            ref = predict_eps(self.patched, inputs["x_noisy"], inputs["sigma"], inputs["conds"], off)
+            ref = predict_eps(self.patched, inputs["x_noisy"], inputs["sigma"], inputs["conds"], UserConditioning.off())
         return eps.float(), ref.float()
 
     def train_step(self) -> dict:
