@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -19,10 +20,17 @@ def _train(launcher: list[str], data, out, checkpoint, batch_size: int):
             "--max-steps", "3", "--lr", "1e-3", "--warmup-steps", "0", "--checkpoint-every", "0",
             "--validate-every", "0", "--no-progress", "--caption-dropout", "0.5"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run([*launcher, "-m", "training.train_psa", *args], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    # Own process group: on a timeout the launcher *and* its worker processes are killed.
+    proc = subprocess.Popen([*launcher, "-m", "training.train_psa", *args], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"training did not finish within 600 s\n{stderr[-3000:]}") from None
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return stdout
 
 
 def test_two_processes_match_one_for_the_same_global_batch(comfy_host, fixture_paths, tmp_path):
