@@ -2,12 +2,13 @@
 
 Latents are ``model.process_latent_in(vae.encode(image))`` — ComfyUI's VAE normalises pixels to
 [−1, 1] and the latent format applies the scaling factor (reference §4, "latents = VAE mean ×
-scaling factor"). Cache entries are keyed by the image's path, size and mtime, the resolution
-and the flip, so a changed image is re-encoded and the cache can be shared across runs.
+scaling factor"). Cache entries are keyed by the base checkpoint's identity, the image's path,
+size and mtime, the resolution and the flip, so a changed image is re-encoded and the cache can be shared across runs.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import torch
@@ -18,8 +19,10 @@ from .data import load_image
 
 
 class LatentSource:
-    def __init__(self, vae, model_patcher, resolution: int, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, vae, model_patcher, resolution: int, cache_dir: str | Path | None = None,
+                 vae_identity: str = "") -> None:
         self.vae = vae
+        self.vae_identity = vae_identity  # latents of another checkpoint's VAE must not be reused
         self.model_patcher = model_patcher
         self.resolution = resolution
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -28,7 +31,7 @@ class LatentSource:
 
     def _key(self, path: Path, flip: bool) -> str:
         st = path.stat()
-        raw = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.resolution}|{int(flip)}"
+        raw = f"{self.vae_identity}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.resolution}|{int(flip)}"
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
     @torch.no_grad()
@@ -58,8 +61,6 @@ class LatentSource:
             fresh = self._encode([t[1] for t in todo], [t[2] for t in todo])
             for (i, _, _, key, file), lat in zip(todo, fresh):
                 lat = lat.clone()
-                import io
-
                 buf = io.BytesIO()
                 torch.save(lat, buf)
                 atomic_write_bytes(file, buf.getvalue())

@@ -66,7 +66,10 @@ class Trainer:
         self.patched = patch_model(self.base.model, self.adapter)
         self.model_sampling = self.patched.get_model_object("model_sampling")
         self.text = TextEncoder(self.base, cfg.resolution)
-        self.latents = LatentSource(self.base.vae, self.patched, cfg.resolution, cfg.latent_cache or None)
+        ckpt = Path(cfg.checkpoint)
+        vae_identity = f"{ckpt.name}|{ckpt.stat().st_size}|{ckpt.stat().st_mtime_ns}" if ckpt.is_file() else ckpt.name
+        self.latents = LatentSource(self.base.vae, self.patched, cfg.resolution, cfg.latent_cache or None,
+                                    vae_identity)
         self.optimizer = make_optimizer(cfg, self.adapter.parameters())
         self.scheduler = constant_with_warmup(self.optimizer, cfg.warmup_steps)
         self.gen = torch.Generator().manual_seed(cfg.seed)

@@ -234,3 +234,20 @@ def test_learns_user_conditioned_preferences(comfy_host, fixture_paths, tmp_path
     assert results["real_embeddings"]["pairs"] == results["zero_embeddings"]["pairs"] == 32
     assert results["real_embeddings"]["accuracy"] >= 0.85, results
     assert results["zero_embeddings"]["accuracy"] <= 0.65, results
+
+
+def test_latent_cache_is_reused_across_runs_but_not_across_checkpoints(base, data, tmp_path):
+    """Second run with the same cache folder encodes nothing; another checkpoint's VAE does not
+    reuse the first one's latents."""
+    from training.latents import LatentSource
+
+    images = sorted(data["train"].glob("*.png"))[:3]
+    cache = tmp_path / "latents"
+    first = LatentSource(base.vae, base.model, 64, cache, vae_identity="sd15_tiny|1")
+    a = first.get(images, [False] * 3)
+    again = LatentSource(base.vae, base.model, 64, cache, vae_identity="sd15_tiny|1")
+    b = again.get(images, [False] * 3)
+    assert first.encoded == 3 and again.encoded == 0 and torch.equal(a, b)
+    other = LatentSource(base.vae, base.model, 64, cache, vae_identity="another_checkpoint|2")
+    other.get(images, [False] * 3)
+    assert other.encoded == 3
