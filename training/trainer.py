@@ -174,13 +174,17 @@ class Trainer:
         return torch.autocast(device, dtype=dtype)
 
     def predictions(self, inputs: dict, grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """(policy ε, reference ε) for a batch from :meth:`batch_inputs`."""
+        """(policy ε, reference ε) for a batch from :meth:`batch_inputs`.
+
+        The reference runs first: its activations are freed before the policy's, which backward
+        needs, are allocated, so a step never holds both sets at once.
+        """
+        with torch.no_grad(), self._autocast():
+            ref = predict_eps(self.patched, inputs["x_noisy"], inputs["sigma"], inputs["conds"], UserConditioning.off())
         with torch.set_grad_enabled(grad), self._autocast():
             user = UserConditioning.from_adapter(self.adapter, inputs["embeddings"])
             eps = predict_eps(self.patched, inputs["x_noisy"], inputs["sigma"], inputs["conds"], user,
                               checkpointing=self.cfg.gradient_checkpointing)
-        with torch.no_grad(), self._autocast():
-            ref = predict_eps(self.patched, inputs["x_noisy"], inputs["sigma"], inputs["conds"], UserConditioning.off())
         return eps.float(), ref.float()
 
     def train_step(self) -> dict:
