@@ -1,24 +1,26 @@
 """Training performance, measured side by side (issue 4, "Performance"; CPU).
 
-1. ``memory``/``time``: one Diffusion-DPO step on a full-size SD1.5-shaped UNet (random weights,
-   860 M parameters, small latents), two layouts, each in a fresh subprocess:
+1. ``memory``/``time``: Diffusion-DPO steps on a full-size SD1.5-shaped UNet (random weights,
+   860 M parameters, small latents) in two layouts:
    - ``shared``: this project's layout — the reference prediction is the same UNet with the PSA
      branch off (scale 0);
    - ``copy``: a separate frozen reference UNet (a second copy in memory).
-   Reports each one's peak resident memory during the steps above the process's runtime
-   baseline (Python, torch and ComfyUI loaded, no model yet), the raw peak RSS, the median step
-   time, and the ratios.
-2. ``latent cache``: epochs over a small synthetic Sage set on the tiny SD1.5 fixture at 256 px,
-   without the cache and with it (the second cached epoch reads latents instead of VAE-encoding).
+   Peak resident memory during the steps, above the process's runtime baseline (Python, torch
+   and ComfyUI loaded, no model yet), is measured for each layout alone in a fresh subprocess;
+   step times side by side in one process that alternates the two kinds of step.
+2. ``latent cache``: trainer epochs over a small synthetic Sage set without the cache and with
+   it (the second cached epoch reads latents instead of VAE-encoding): the full-size UNet at
+   128 px and the tiny SD1.5 fixture's UNet at 256 px, both with a real-shape SD VAE.
 
     python -m scripts.bench_training [--steps 4] [--repeats 2] [--only memory|cache]
+                                     [--malloc trainer|default] [--cache-unet full|tiny|both]
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
 import json
-import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,12 +33,6 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
-
-# glibc returns large freed blocks to the OS and adapts its mmap threshold as it goes; the
-# process holding one UNet then page-faults its activations in again on every step (measured:
-# 3.3 s vs 1.9 s per step), which times the allocator, not the layout. Fixed thresholds give
-# both layouts the same allocator behaviour.
-FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**36)}
 
 SD15_FULL = dict(image_size=32, in_channels=4, out_channels=4, model_channels=320, channel_mult=[1, 2, 4, 4],
                  num_res_blocks=[2, 2, 2, 2], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
@@ -86,104 +82,146 @@ class PeakRSS:
         self._thread.join()
 
 
-def step_worker(layout: str, steps: int) -> dict:
-    """One process, one layout: peak RSS during the training steps (MiB) and step times.
+def step_worker(layout: str, steps: int, malloc: str) -> dict:
+    """One process: peak RSS during the training steps (MiB) and step times.
 
+    ``layout`` "shared" or "copy" measures that layout's memory alone. "both" holds the copy
+    and alternates shared and copy steps, so the two step times are measured side by side in
+    one process (process-to-process placement differs by a few percent on this machine).
     Model construction briefly holds extra copies of the weights; glibc's ``malloc_trim`` returns
     that memory before measuring, so the peak is the training step's (weights + activations +
-    adapter and optimizer state)."""
+    adapter and optimizer state). ``malloc="trainer"`` applies the trainer's allocator setting
+    (:func:`training.allocator.keep_freed_memory`, as ``python -m training.train_psa`` does)."""
+    from training.allocator import keep_freed_memory
     from training.comfy_host import import_comfy
+
+    if malloc == "trainer" and not keep_freed_memory():
+        raise RuntimeError("could not apply the trainer's malloc setting (not glibc, or MALLOC_* set)")
 
     import_comfy(force_cpu=True)
     import comfy.sd  # noqa: F401 - imported before the baseline is read
     runtime_mib = PeakRSS.current()  # Python + torch + ComfyUI, before any model exists
-    from psa_model.adapter import adapter_config_for_model
+    from psa_model.adapter import PSAAdapter, adapter_config_for_model
     from psa_model.layer_map import architecture, match_sites
     from psa_model.patch import UserConditioning
     from training.loss import dpo_loss_from_predictions
     from training.model import patch_model, predict_eps
 
     base = _full_size_model()
-    reference = _full_size_model() if layout == "copy" else None
+    reference = _full_size_model() if layout in ("copy", "both") else None
     sites = match_sites(architecture("sd15"), base.get_model_object("diffusion_model"))
-    from psa_model.adapter import PSAAdapter
-
     adapter = PSAAdapter(adapter_config_for_model("sd15", sites, embed_dim=3584))
     patched = patch_model(base, adapter)  # the trainer's own set-up: UNet frozen, adapter trainable
     if reference is not None:
         reference.model.diffusion_model.requires_grad_(False)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=1e-5)
     gen = torch.Generator().manual_seed(0)
-    times = []
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    loaded_mib = PeakRSS.current()
-    meter = PeakRSS().__enter__()
-    for _ in range(steps + 1):  # the first step warms up allocators and is not timed
+
+    def step(kind: str) -> float:
         x = torch.randn(2, 4, 16, 16, generator=gen)
         sigma = torch.full((2,), 2.0)
         noise = torch.randn(2, 4, 16, 16, generator=gen)
         conds = {"c_crossattn": torch.randn(2, 77, 768, generator=gen)}
         emb = torch.randn(2, 3584, generator=gen)
         started = time.perf_counter()
-        eps = predict_eps(patched, x, sigma, conds, UserConditioning.from_adapter(adapter, emb))
-        with torch.no_grad():
-            if reference is None:
+        with torch.no_grad():  # reference first, as the trainer does (Trainer.predictions)
+            if kind == "shared":
                 ref = predict_eps(patched, x, sigma, conds, UserConditioning.off())
             else:
                 denoised = reference.model.apply_model(x, sigma, transformer_options={"cond_or_uncond": [0]}, **conds)
                 ref = (x - denoised) / sigma.reshape(-1, 1, 1, 1)
+        eps = predict_eps(patched, x, sigma, conds, UserConditioning.from_adapter(adapter, emb))
         loss = dpo_loss_from_predictions(eps, ref, noise, 5000.0).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        times.append(time.perf_counter() - started)
+        return time.perf_counter() - started
+
+    kinds = ["shared", "copy"] if layout == "both" else [layout]
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    loaded_mib = PeakRSS.current()
+    meter = PeakRSS().__enter__()
+    for k in kinds:
+        step(k)  # warms up allocators and creates the optimizer state; not timed
+    for _ in range(steps):
+        for k in kinds:
+            times[k].append(step(k))
     meter.__exit__()
     return {"layout": layout, "runtime_rss_mib": round(runtime_mib), "loaded_rss_mib": round(loaded_mib),
             "peak_rss_mib": round(meter.peak), "step_peak_mib": round(meter.peak - runtime_mib),
-            "step_s": [round(t, 3) for t in times[1:]]}
+            "step_s": {k: [round(t, 3) for t in v] for k, v in times.items()}}
 
 
-def bench_memory_and_time(steps: int, repeats: int = 2) -> dict:
-    """Alternate the layouts (copy, shared, copy, shared, ...) so machine drift hits both alike."""
-    results: dict[str, dict] = {}
+def _worker(layout: str, steps: int, malloc: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "scripts.bench_training", "--worker", layout, "--steps", str(steps),
+                          "--malloc", malloc], cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_memory_and_time(steps: int, repeats: int = 2, malloc: str = "trainer") -> dict:
+    """Peak memory: each layout alone in a fresh process, alternating (copy, shared, copy, ...)
+    so machine drift hits both alike; the largest peak of each counts. Step time: one process
+    holding both, alternating shared and copy steps (medians over ``repeats × steps`` each).
+
+    ``malloc``: "trainer" (the trainer's allocator setting) or "default" (glibc's)."""
+    peaks: dict[str, dict] = {}
     for _ in range(repeats):
         for layout in ("copy", "shared"):
-            out = subprocess.run([sys.executable, "-m", "scripts.bench_training", "--worker", layout, "--steps",
-                                  str(steps)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600, check=True,
-                                 env={**os.environ, **FIXED_MALLOC})
-            run = json.loads(out.stdout.strip().splitlines()[-1])
-            if layout in results:
-                run["step_s"] = results[layout]["step_s"] + run["step_s"]
-                for key in ("peak_rss_mib", "step_peak_mib"):
-                    run[key] = max(run[key], results[layout][key])
-            results[layout] = run
-    shared, copy = results["shared"], results["copy"]
-    return {"shared": shared, "copy": copy,
+            run = _worker(layout, max(2, steps // 2), malloc)
+            if layout not in peaks or run["step_peak_mib"] > peaks[layout]["step_peak_mib"]:
+                peaks[layout] = run
+    times: dict[str, list[float]] = {"shared": [], "copy": []}
+    for _ in range(repeats):
+        run = _worker("both", steps, malloc)
+        for k in times:
+            times[k] += run["step_s"][k]
+    shared, copy = peaks["shared"], peaks["copy"]
+    return {"peak_mib": {k: {key: v[key] for key in ("runtime_rss_mib", "loaded_rss_mib", "peak_rss_mib",
+                                                      "step_peak_mib")} for k, v in peaks.items()},
+            "step_s": times,
+            "median_step_s": {k: round(statistics.median(v), 3) for k, v in times.items()},
             "peak_memory_ratio": round(shared["step_peak_mib"] / copy["step_peak_mib"], 3),
             "peak_rss_ratio_incl_runtime": round(shared["peak_rss_mib"] / copy["peak_rss_mib"], 3),
-            "step_time_ratio": round(statistics.median(shared["step_s"]) / statistics.median(copy["step_s"]), 3)}
+            "step_time_ratio": round(statistics.median(times["shared"]) / statistics.median(times["copy"]), 3)}
 
 
-def bench_latent_cache(work: Path) -> dict:
+def bench_latent_cache(work: Path, unet: str) -> dict:
+    """Epoch times without and with the latent cache, through the trainer (DPO, batch 2, fp32).
+
+    ``unet="full"``: the full-size SD1.5-shaped UNet at 128 px (16×16 latents, as above);
+    ``unet="tiny"``: the tiny SD1.5 fixture's UNet at 256 px. Both use the fixture's VAE, which
+    has the real SD VAE shape (ch 128, ch_mult 1-2-4-4), so encoding costs what it costs in SD1.5.
+    The speed-up cannot exceed (encode + step) / step: the cache removes the encode only.
+    """
+    from training.allocator import keep_freed_memory
     from training.comfy_host import import_comfy
 
-    import_comfy()
+    keep_freed_memory()
+    import_comfy(force_cpu=True)
     from scripts.build_fixtures import ensure_fixtures
     from training.config import TrainConfig
-    from training.model import load_base
+    from training.model import BaseModel, load_base
     from training.synthetic import generate
     from training.trainer import Trainer
 
     fixture = ensure_fixtures(REPO_ROOT / ".cache" / "fixtures")["sd15_tiny.safetensors"]
-    data = generate(work / "data", users=4, val_users=1, captions=6, val_captions=1, categories=1, image_size=256)
     base = load_base(fixture)
-    pairs = 4 * 6
+    resolution = 256
+    if unet == "full":
+        base = BaseModel(model=_full_size_model(), clip=base.clip, vae=base.vae, arch="sd15")
+        resolution = 128
+    work = work / unet
+    data = generate(work / "data", users=2, val_users=1, captions=6, val_captions=1, categories=1,
+                    image_size=resolution)
+    pairs, batch = 2 * 6, 2
 
     def epoch_seconds(cache: str | None, tag: str) -> float:
         cfg = TrainConfig(checkpoint=str(fixture), train_data=str(data["train"]), embeddings=str(data["embeddings"]),
-                          output_dir=str(work / tag), resolution=256, batch_size=4, max_steps=pairs // 4,
-                          lr=1e-5, warmup_steps=0, checkpoint_every=0, validate_every=0, progress=False,
-                          latent_cache=cache or "", random_flip=False)
+                          output_dir=str(work / tag), resolution=resolution, batch_size=batch,
+                          max_steps=pairs // batch, lr=1e-5, warmup_steps=0, checkpoint_every=0, validate_every=0,
+                          progress=False, latent_cache=cache or "", random_flip=False)
         trainer = Trainer(cfg, base=base)
         started = time.perf_counter()
         trainer.train()
@@ -191,10 +229,15 @@ def bench_latent_cache(work: Path) -> dict:
 
     epoch_seconds(None, "warmup")  # text-encoder cache and allocator warm-up, not measured
     uncached = epoch_seconds(None, "nocache")
-    first = epoch_seconds(str(work / "latents"), "cache1")
-    second = epoch_seconds(str(work / "latents"), "cache2")
-    return {"epoch_without_cache_s": round(uncached, 2), "first_cached_epoch_s": round(first, 2),
-            "second_cached_epoch_s": round(second, 2), "speedup": round(uncached / second, 2)}
+    cache = work / "latents"
+    if cache.exists():
+        shutil.rmtree(cache)
+    first = epoch_seconds(str(cache), "cache1")
+    second = epoch_seconds(str(cache), "cache2")
+    return {"unet": unet, "resolution": resolution, "pairs": pairs, "epoch_without_cache_s": round(uncached, 2),
+            "first_cached_epoch_s": round(first, 2), "second_cached_epoch_s": round(second, 2),
+            "encode_share_of_uncached_epoch": round((uncached - second) / uncached, 3),
+            "speedup": round(uncached / second, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,17 +245,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each layout")
     parser.add_argument("--only", choices=["memory", "cache"])
-    parser.add_argument("--worker", choices=["shared", "copy"], help=argparse.SUPPRESS)
+    parser.add_argument("--cache-unet", choices=["full", "tiny", "both"], default="both",
+                        help="UNet for the latent-cache epochs")
+    parser.add_argument("--malloc", choices=["trainer", "default"], default="trainer",
+                        help="allocator for both layouts: the trainer's setting (training.allocator) or glibc's")
+    parser.add_argument("--worker", choices=["shared", "copy", "both"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, default=REPO_ROOT / ".cache" / "bench_training")
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(step_worker(args.worker, args.steps)))
+        print(json.dumps(step_worker(args.worker, args.steps, args.malloc)))
         return 0
     report = {}
     if args.only in (None, "memory"):
-        report["step"] = bench_memory_and_time(args.steps, args.repeats)
+        report["step"] = bench_memory_and_time(args.steps, args.repeats, args.malloc)
     if args.only in (None, "cache"):
-        report["latent_cache"] = bench_latent_cache(args.work)
+        unets = ["full", "tiny"] if args.cache_unet == "both" else [args.cache_unet]
+        report["latent_cache"] = [bench_latent_cache(args.work, u) for u in unets]
     print(json.dumps(report, indent=1))
     return 0
 

@@ -10,6 +10,7 @@ import sys
 
 import torch
 
+from .allocator import keep_freed_memory
 from .comfy_host import import_comfy
 from .config import resolve_config
 from .distributed import init_from_env
@@ -17,6 +18,8 @@ from .distributed import init_from_env
 
 def main(argv: list[str] | None = None) -> int:
     cfg = resolve_config(argv)
+    if cfg.malloc_tuning:
+        keep_freed_memory()
     rank, world = init_from_env()  # torchrun: data-parallel over `world` processes
     import_comfy()
     from .trainer import Trainer  # noqa: PLC0415 - needs ComfyUI on sys.path first
