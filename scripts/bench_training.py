@@ -163,7 +163,8 @@ def _worker(layout: str, steps: int, malloc: str) -> dict:
 def bench_memory_and_time(steps: int, repeats: int = 2, malloc: str = "trainer") -> dict:
     """Peak memory: each layout alone in a fresh process, alternating (copy, shared, copy, ...)
     so machine drift hits both alike; the largest peak of each counts. Step time: one process
-    holding both, alternating shared and copy steps (medians over ``repeats × steps`` each).
+    holding both, alternating shared and copy steps; the time ratio is the median of the
+    ``repeats × steps`` paired ratios (drift cancels within a pair), with its quartiles.
 
     ``malloc``: "trainer" (the trainer's allocator setting) or "default" (glibc's)."""
     peaks: dict[str, dict] = {}
@@ -178,13 +179,15 @@ def bench_memory_and_time(steps: int, repeats: int = 2, malloc: str = "trainer")
         for k in times:
             times[k] += run["step_s"][k]
     shared, copy = peaks["shared"], peaks["copy"]
+    paired = [a / b for a, b in zip(times["shared"], times["copy"])]  # each shared step over the copy step after it
     return {"peak_mib": {k: {key: v[key] for key in ("runtime_rss_mib", "loaded_rss_mib", "peak_rss_mib",
                                                       "step_peak_mib")} for k, v in peaks.items()},
             "step_s": times,
             "median_step_s": {k: round(statistics.median(v), 3) for k, v in times.items()},
             "peak_memory_ratio": round(shared["step_peak_mib"] / copy["step_peak_mib"], 3),
             "peak_rss_ratio_incl_runtime": round(shared["peak_rss_mib"] / copy["peak_rss_mib"], 3),
-            "step_time_ratio": round(statistics.median(times["shared"]) / statistics.median(times["copy"]), 3)}
+            "step_time_ratio": round(statistics.median(paired), 3),
+            "step_time_ratio_quartiles": [round(q, 3) for q in statistics.quantiles(paired, n=4)[::2]]}
 
 
 def bench_latent_cache(work: Path, unet: str) -> dict:
