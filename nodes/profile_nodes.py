@@ -7,16 +7,24 @@ from . import folders
 from .adapter_nodes import CATEGORY
 
 PROFILE = "PSA_PROFILE"
-_OUT_TOOLTIPS = ("The user profile (embedding + labels).", "Forbidden/allowed categories, when known.")
 
 
-class PSALoadProfile:
-    DESCRIPTION = "Loads a user profile (.npy/.safetensors embedding, or a profile .json) from models/psa_profiles."
+class _ProfileNode:
+    """What every profile node outputs: the profile and a one-line summary of it."""
+
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (PROFILE, "STRING")
     RETURN_NAMES = ("profile", "summary")
-    OUTPUT_TOOLTIPS = _OUT_TOOLTIPS
+    OUTPUT_TOOLTIPS = ("The user profile (embedding + labels).", "Forbidden/allowed categories, when known.")
+
+    @staticmethod
+    def _outputs(profile) -> tuple:
+        return (profile, profile.describe())
+
+
+class PSALoadProfile(_ProfileNode):
+    DESCRIPTION = "Loads a user profile (.npy/.safetensors embedding, or a profile .json) from models/psa_profiles."
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -26,17 +34,12 @@ class PSALoadProfile:
 
     def load(self, profile_name: str):
         profile = load_profile_file(folders.full_path(folders.PROFILES, profile_name))
-        return (profile, profile.describe())
+        return self._outputs(profile)
 
 
-class PSASageUser:
+class PSASageUser(_ProfileNode):
     DESCRIPTION = ("A simulated Sage user by User_ID, from <psa_profiles>/sage_embeddings/{User_ID}.npy "
                    "(labels from sage_users.csv beside it).")
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = (PROFILE, "STRING")
-    RETURN_NAMES = ("profile", "summary")
-    OUTPUT_TOOLTIPS = _OUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -45,17 +48,12 @@ class PSASageUser:
 
     def load(self, user_id: int):
         profile = load_sage_user(folders.sage_folder(), user_id)
-        return (profile, profile.describe())
+        return self._outputs(profile)
 
 
-class PSAProfilePreset:
+class PSAProfilePreset(_ProfileNode):
     DESCRIPTION = ("The published PSA operating points: level 0 (least restrictive) to level 5 (most), each a "
                    "Sage user whose embedding must be in <psa_profiles>/sage_embeddings/.")
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = (PROFILE, "STRING")
-    RETURN_NAMES = ("profile", "summary")
-    OUTPUT_TOOLTIPS = _OUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -65,16 +63,13 @@ class PSAProfilePreset:
 
     def load(self, preset: str):
         profile = load_preset(folders.sage_folder(), preset)
-        return (profile, profile.describe())
+        return self._outputs(profile)
 
 
-class PSAProfileBatch:
+class PSAProfileBatch(_ProfileNode):
     DESCRIPTION = "Combines profiles into a batch: with a latent batch of the same size, latent i uses profile i."
-    CATEGORY = CATEGORY
     FUNCTION = "combine"
-    RETURN_TYPES = (PROFILE, "STRING")
     RETURN_NAMES = ("profiles", "summary")
-    OUTPUT_TOOLTIPS = _OUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -84,7 +79,7 @@ class PSAProfileBatch:
 
     def combine(self, profile_1, profile_2, profile_3=None, profile_4=None):
         profile = combine([p for p in (profile_1, profile_2, profile_3, profile_4) if p is not None])
-        return (profile, profile.describe())
+        return self._outputs(profile)
 
 
 NODES = {
