@@ -10,7 +10,6 @@ freed blocks in the heap, where the next step reuses them.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 # mallopt() parameter numbers from glibc's <malloc.h>.
@@ -34,11 +33,9 @@ def keep_freed_memory(environ: dict[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
     if any(env.get(name) for name in USER_SETTINGS):
         return False
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already runs on
+    except (OSError, TypeError, AttributeError):
         return False  # not glibc (musl, macOS, Windows): nothing to tune
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
