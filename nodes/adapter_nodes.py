@@ -5,8 +5,8 @@ import functools
 import os
 from pathlib import Path
 
-from psa_model.formats import load_adapter
-from psa_model.patch import attach_adapter
+from psa_model.formats.adapter_file import load_adapter
+from psa_model.adapter.patch import attach_adapter
 
 from . import folders
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import folder_paths
 
-from psa_model.embedding_cache import EmbeddingCache, encode_with_cache
-from psa_model.llm_encoder import DEFAULT_TEMPLATE, ProfileEncoder, check_model_folder, load_template
-from psa_model.policy import apply_policy, categories_from_answer, fill_category_prompt, policy_table
-from psa_model.profile_schema import (GENDERS, MENTAL_CONDITIONS, PHYSICAL_CONDITIONS, RELIGIONS, StructuredProfile,
+from psa_model.profiles.embedding_cache import EmbeddingCache, encode_with_cache
+from psa_model.profiles.llm_encoder import DEFAULT_TEMPLATE, ProfileEncoder, check_model_folder, load_template
+from psa_model.profiles.policy import apply_policy, categories_from_answer, fill_category_prompt, policy_table
+from psa_model.profiles.schema import (GENDERS, MENTAL_CONDITIONS, PHYSICAL_CONDITIONS, RELIGIONS, StructuredProfile,
                                       is_attribute_profile_file, load_structured_profile)
-from psa_model.profiles import ProfileError, ProfileLabel, PSAProfile, load_sage_user
-from psa_model.sage_nearest import nearest_sage_user
+from psa_model.profiles.profile import ProfileError, ProfileLabel, PSAProfile, load_sage_user
+from psa_model.profiles.sage_nearest import nearest_sage_user
 
 from . import folders
 from .adapter_nodes import CATEGORY

@@ -1,7 +1,7 @@
 """Profile nodes: load a profile file, a Sage user, a published preset; combine into a batch."""
 from __future__ import annotations
 
-from psa_model.profiles import LEVEL_PRESETS, combine, load_preset, load_profile_file, load_sage_user
+from psa_model.profiles.profile import LEVEL_PRESETS, combine, load_preset, load_profile_file, load_sage_user
 
 from . import folders
 from .adapter_nodes import CATEGORY

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import nodes as comfy_nodes
 
-from psa_model.patch import PSAError, attach_profile, installed_adapter
+from psa_model.adapter.patch import PSAError, attach_profile, installed_adapter
 
 from .adapter_nodes import CATEGORY
 from .profile_nodes import PROFILE

@@ -101,9 +101,9 @@ def step_worker(layout: str, steps: int, malloc: str) -> dict:
     import_comfy(force_cpu=True)
     import comfy.sd  # noqa: F401 - imported before the baseline is read
     runtime_mib = PeakRSS.current()  # Python + torch + ComfyUI, before any model exists
-    from psa_model.adapter import PSAAdapter, adapter_config_for_model
-    from psa_model.layer_map import architecture, match_sites
-    from psa_model.patch import UserConditioning
+    from psa_model.adapter.modules import PSAAdapter, adapter_config_for_model
+    from psa_model.adapter.layer_map import architecture, match_sites
+    from psa_model.adapter.patch import UserConditioning
     from training.loss import dpo_loss_from_predictions
     from training.model import patch_model, predict_eps
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from safetensors import safe_open
 
-from psa_model.adapter import AdapterConfig
-from psa_model.demo import random_adapter, random_embeddings
-from psa_model.formats import save_native
-from psa_model.layer_map import architecture
+from psa_model.adapter.modules import AdapterConfig
+from psa_model.adapter.demo import random_adapter, random_embeddings
+from psa_model.formats.adapter_file import save_native
+from psa_model.adapter.layer_map import architecture
 
 DEMO_PROFILES = {  # name: (seed, forbidden categories) — labels for the demo, not real users
     "demo_child": (101, ["Harassment", "Hate", "Propaganda", "Self-Harm", "Sexuality", "Shocking", "Violence"]),

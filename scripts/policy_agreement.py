@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from psa_model.policy import DEFAULT_POLICY, POLICIES, apply_policy  # noqa: E402
-from psa_model.profile_schema import StructuredProfile  # noqa: E402
-from psa_model.profiles import CATEGORIES  # noqa: E402
+from psa_model.profiles.policy import DEFAULT_POLICY, POLICIES, apply_policy  # noqa: E402
+from psa_model.profiles.schema import StructuredProfile  # noqa: E402
+from psa_model.profiles.profile import CATEGORIES  # noqa: E402
 
 DEFAULT_TABLE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "sage_users.csv"
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from psa_model.formats import atomic_write_bytes, save_native
-from psa_model.adapter import PSAAdapter
+from psa_model.formats.adapter_file import atomic_write_bytes, save_native
+from psa_model.adapter.modules import PSAAdapter
 
 
 class ResumeError(ValueError):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from psa_model.formats import atomic_write_bytes
+from psa_model.formats.adapter_file import atomic_write_bytes
 
 from .data import load_image
 

@@ -1,8 +1,8 @@
 """The base model through ComfyUI's own code, and the PSA noise prediction used for training.
 
 Reference note §3 (adapter), §4 (training). The trainer never re-implements the PSA layer:
-it installs :mod:`psa_model.patch` with :func:`psa_model.patch.attach_adapter` exactly as the
-nodes do and passes a differentiable :class:`psa_model.patch.UserConditioning` through
+it installs :mod:`psa_model.adapter.patch` with :func:`psa_model.adapter.patch.attach_adapter` exactly as the
+nodes do and passes a differentiable :class:`psa_model.adapter.patch.UserConditioning` through
 ``transformer_options``.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from psa_model.adapter import PSAAdapter, adapter_config_for_model
-from psa_model.formats import config_from_tensors, read_adapter_tensors
-from psa_model.layer_map import architecture, match_sites
-from psa_model.patch import USER_KEY, UserConditioning, attach_adapter
+from psa_model.adapter.modules import PSAAdapter, adapter_config_for_model
+from psa_model.formats.adapter_file import config_from_tensors, read_adapter_tensors
+from psa_model.adapter.layer_map import architecture, match_sites
+from psa_model.adapter.patch import USER_KEY, UserConditioning, attach_adapter
 
 from .comfy_host import import_comfy
 

@@ -1,6 +1,6 @@
 """The Diffusion-DPO training loop for PSA adapters (reference note §4).
 
-One UNet only: the policy prediction runs the shared PSA layers (``psa_model.patch``) with a
+One UNet only: the policy prediction runs the shared PSA layers (``psa_model.adapter.patch``) with a
 differentiable :class:`UserConditioning`; the reference prediction is the same patched model
 with PSA scale 0 (the patch is then a no-op), i.e. the frozen base UNet (reference §4, "The
 reference model is ... the base UNet itself"). Chosen and rejected latents share noise and
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from psa_model.formats import save_native, save_reference_bin
-from psa_model.patch import UserConditioning
+from psa_model.formats.adapter_file import save_native, save_reference_bin
+from psa_model.adapter.patch import UserConditioning
 
 from .checkpoint import load_checkpoint, restore_rng, rng_states, save_checkpoint
 from .config import TrainConfig
@@ -101,7 +101,7 @@ class Trainer:
                 "run_fingerprint": self.fingerprint, "config": asdict(self.cfg)}
 
     def _resume(self, folder: str) -> None:
-        from psa_model.formats import read_adapter_tensors
+        from psa_model.formats.adapter_file import read_adapter_tensors
 
         adapter_file, state = load_checkpoint(folder, self.fingerprint)
         tensors, _ = read_adapter_tensors(adapter_file)

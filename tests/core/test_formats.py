@@ -11,9 +11,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from psa_model.convert import main as convert_main
-from psa_model.formats import AdapterFormatError, load_adapter, read_adapter_tensors
-from psa_model.layer_map import ARCHITECTURES
+from psa_model.formats.convert import main as convert_main
+from psa_model.formats.adapter_file import AdapterFormatError, load_adapter, read_adapter_tensors
+from psa_model.adapter.layer_map import ARCHITECTURES
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -92,7 +92,7 @@ def test_inconsistent_reference_files_are_rejected(tmp_path, mutate, message):
 
 
 def test_layer_tables_match_the_reference_counts():
-    from psa_model.adapter import AdapterConfig, PSAAdapter
+    from psa_model.adapter.modules import AdapterConfig, PSAAdapter
 
     counts = {}
     for name, arch in ARCHITECTURES.items():

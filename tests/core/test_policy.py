@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from psa_model.policy import apply_policy, categories_from_answer, fill_category_prompt, policy_table
-from psa_model.profile_schema import StructuredProfile
-from psa_model.profiles import ProfileError
+from psa_model.profiles.policy import apply_policy, categories_from_answer, fill_category_prompt, policy_table
+from psa_model.profiles.schema import StructuredProfile
+from psa_model.profiles.profile import ProfileError
 
 S = StructuredProfile.create
 

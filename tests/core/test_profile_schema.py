@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from psa_model.profile_schema import StructuredProfile, load_structured_profile
-from psa_model.profiles import ProfileError
-from psa_model.sage_nearest import nearest_sage_user, rank, read_users
+from psa_model.profiles.schema import StructuredProfile, load_structured_profile
+from psa_model.profiles.profile import ProfileError
+from psa_model.profiles.sage_nearest import nearest_sage_user, rank, read_users
 
 S = StructuredProfile.create
 

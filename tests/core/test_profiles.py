@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from psa_model.profiles import (LEVEL_PRESETS, ProfileError, combine, load_preset, load_profile_file,
+from psa_model.profiles.profile import (LEVEL_PRESETS, ProfileError, combine, load_preset, load_profile_file,
                                 load_sage_user)
 
 

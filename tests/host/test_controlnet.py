@@ -6,10 +6,10 @@ import copy
 import pytest
 import torch
 
-from psa_model.adapter import adapter_config_for_model
-from psa_model.demo import random_adapter, random_embeddings
-from psa_model.layer_map import architecture, match_sites
-from psa_model.patch import attach_adapter, attach_profile
+from psa_model.adapter.modules import adapter_config_for_model
+from psa_model.adapter.demo import random_adapter, random_embeddings
+from psa_model.adapter.layer_map import architecture, match_sites
+from psa_model.adapter.patch import attach_adapter, attach_profile
 from support.reference_psa import install_reference
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from psa_model.adapter import adapter_config_for_model
-from psa_model.demo import random_adapter, random_embeddings
-from psa_model.layer_map import match_sites, architecture
-from psa_model.patch import attach_adapter, attach_profile
+from psa_model.adapter.modules import adapter_config_for_model
+from psa_model.adapter.demo import random_adapter, random_embeddings
+from psa_model.adapter.layer_map import match_sites, architecture
+from psa_model.adapter.patch import attach_adapter, attach_profile
 from support.reference_psa import install_reference
 
 

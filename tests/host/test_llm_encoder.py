@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from psa_model import llm_encoder
-from psa_model.embedding_cache import EmbeddingCache, encode_with_cache
-from psa_model.llm_encoder import LLMEncoderError, ProfileEncoder, check_model_folder, fill_template, load_template
-from psa_model.profile_schema import StructuredProfile
+from psa_model.profiles.embedding_cache import EmbeddingCache, encode_with_cache
+from psa_model.profiles.llm_encoder import LLMEncoderError, ProfileEncoder, check_model_folder, fill_template, load_template
+from psa_model.profiles.schema import StructuredProfile
 from support.llm_tiny import HIDDEN, build_tiny_qwen2
 
 IM_START, IM_END, ENDOFTEXT, NEWLINE = 151644, 151645, 151643, 198
@@ -183,10 +183,10 @@ def _sample_with(profile, embed_dim, checkpoint):
 
     import comfy.sd
 
-    from psa_model.adapter import adapter_config_for_model
-    from psa_model.demo import random_adapter
-    from psa_model.layer_map import architecture, match_sites
-    from psa_model.patch import attach_adapter
+    from psa_model.adapter.modules import adapter_config_for_model
+    from psa_model.adapter.demo import random_adapter
+    from psa_model.adapter.layer_map import architecture, match_sites
+    from psa_model.adapter.patch import attach_adapter
     from support.pack import PACK_MODULE
 
     sampler_nodes = importlib.import_module(f"{PACK_MODULE}.nodes.sampler_nodes")

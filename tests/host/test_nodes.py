@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from psa_model.adapter import adapter_config_for_model
-from psa_model.demo import random_adapter, random_embeddings
-from psa_model.layer_map import architecture, match_sites
-from psa_model.patch import PSAError, attach_adapter
-from psa_model.profiles import ProfileLabel, PSAProfile
+from psa_model.adapter.modules import adapter_config_for_model
+from psa_model.adapter.demo import random_adapter, random_embeddings
+from psa_model.adapter.layer_map import architecture, match_sites
+from psa_model.adapter.patch import PSAError, attach_adapter
+from psa_model.profiles.profile import ProfileLabel, PSAProfile
 from support.pack import load_pack
 
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from psa_model.adapter import adapter_config_for_model
-from psa_model.demo import random_adapter, random_embeddings
-from psa_model.formats import load_adapter, read_adapter_tensors, save_native
-from psa_model.layer_map import architecture, match_sites
-from psa_model.patch import attach_adapter, attach_profile
+from psa_model.adapter.modules import adapter_config_for_model
+from psa_model.adapter.demo import random_adapter, random_embeddings
+from psa_model.formats.adapter_file import load_adapter, read_adapter_tensors, save_native
+from psa_model.adapter.layer_map import architecture, match_sites
+from psa_model.adapter.patch import attach_adapter, attach_profile
 from support.training_helpers import make_dataset, small_config
 
 
@@ -162,7 +162,7 @@ def test_sd15_adapter_warm_started_on_sdxl_is_refused(base, sdxl_unet, tmp_path)
 
 
 def test_checkpoint_and_adapter_writes_are_atomic(base, monkeypatch, tmp_path):
-    import psa_model.formats as formats
+    import psa_model.formats.adapter_file as formats
     import training.checkpoint as ck
 
     sites = match_sites(architecture("sd15"), base.model.get_model_object("diffusion_model"))

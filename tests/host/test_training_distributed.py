@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from psa_model.formats import read_adapter_tensors
+from psa_model.formats.adapter_file import read_adapter_tensors
 from support.training_helpers import make_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

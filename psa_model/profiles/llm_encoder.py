@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .profile_schema import StructuredProfile
-from .profiles import ProfileError
+from .schema import StructuredProfile
+from .profile import ProfileError
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 DEFAULT_TEMPLATE = TEMPLATES_DIR / "profile_prompt.txt"

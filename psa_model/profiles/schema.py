@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .profiles import CATEGORIES, ProfileError, parse_category_list
+from .profile import CATEGORIES, ProfileError, parse_category_list
 
 GENDERS = ("male", "female")
 RELIGIONS = ("None", "Christianity", "Islam", "Buddhism")

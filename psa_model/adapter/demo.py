@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .adapter import AdapterConfig, PSAAdapter
+from .modules import AdapterConfig, PSAAdapter
 
 
 def random_adapter(config: AdapterConfig, seed: int = 0, kv_std: float = 0.05) -> PSAAdapter:

@@ -1,6 +1,6 @@
 """Convert PSA adapter files between the native and reference formats.
 
-    python -m psa_model.convert IN OUT [--to native|reference-bin|reference-safetensors]
+    python -m psa_model.formats.convert IN OUT [--to native|reference-bin|reference-safetensors]
 
 Without ``--to`` the target follows OUT's name: ``*.bin`` → reference pickle; ``*.safetensors``
 → native (use ``--to reference-safetensors`` for the reference's flat safetensors variant).
@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .formats import read_adapter_tensors, save_native, save_reference_bin, save_reference_safetensors
+from .adapter_file import read_adapter_tensors, save_native, save_reference_bin, save_reference_safetensors
 
 TARGETS = ("native", "reference-bin", "reference-safetensors")
 
@@ -37,7 +37,7 @@ def convert(src: Path, dst: Path, target: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m psa_model.convert", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m psa_model.formats.convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("src", type=Path, help="adapter file to read (native or reference, .safetensors or .bin)")
     parser.add_argument("dst", type=Path, help="file to write")
     parser.add_argument("--to", choices=TARGETS, default=None, help="output format (default: from dst's suffix)")

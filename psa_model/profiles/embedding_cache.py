@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from .profile_schema import StructuredProfile
+from .schema import StructuredProfile
 
 _IDENTITY_FILES = ("config.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
                    "tokenizer.json", "vocab.json", "merges.txt")

@@ -24,8 +24,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from .adapter import AdapterConfig, PSAAdapter
-from .layer_map import architecture, architecture_for_layer_count
+from ..adapter.modules import AdapterConfig, PSAAdapter
+from ..adapter.layer_map import architecture, architecture_for_layer_count
 
 NATIVE_FORMAT = "psa-native"
 NATIVE_VERSION = "1"

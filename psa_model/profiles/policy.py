@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .profile_schema import MENTAL_CONDITIONS, StructuredProfile
-from .profiles import CATEGORIES, ProfileError
+from .schema import MENTAL_CONDITIONS, StructuredProfile
+from .profile import CATEGORIES, ProfileError
 
 UNSTABLE_MENTAL = tuple(m for m in MENTAL_CONDITIONS if m != "healthy")
 RESTRICTIVE_RELIGIONS = ("Islam", "Christianity", "Buddhism")

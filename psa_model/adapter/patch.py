@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .adapter import PSAAdapter
+from .modules import PSAAdapter
 from .attention import output_delta, single_token_user_branch, user_attention
 from .layer_map import LayerSite, match_sites
 
@@ -122,7 +122,7 @@ class PSAAdapterPatch(_SharedOnCopy):
     """The PSA cross-attention layers of one adapter on one UNet (reference §3).
 
     ``attn_modules`` are the model's ``attn2`` modules in adapter order (from
-    :func:`psa_model.layer_map.match_sites`); they are called, never read, so weight patches
+    :func:`psa_model.adapter.layer_map.match_sites`); they are called, never read, so weight patches
     such as LoRA apply. ``calls`` counts applied layer branches (a fail-closed check for
     samplers: personalization that never ran must not pass silently).
     """

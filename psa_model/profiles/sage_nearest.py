@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .profile_schema import StructuredProfile
-from .profiles import SAGE_EMBEDDINGS_DIR, SAGE_USERS_FILE, ProfileError, read_sage_users
+from .schema import StructuredProfile
+from .profile import SAGE_EMBEDDINGS_DIR, SAGE_USERS_FILE, ProfileError, read_sage_users
 
 _CATEGORICAL = ("gender", "religion", "mental_condition", "physical_condition", "age_group")
 

@@ -1,0 +1,1 @@
+"""PSA file formats: adapter files (native and reference layouts) and the converter CLI."""

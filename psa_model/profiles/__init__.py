@@ -1,0 +1,1 @@
+"""User profiles: profile/embedding files, attribute schema, policies, Sage users, LLM encoder."""
