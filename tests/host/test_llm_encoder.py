@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from psa_model import llm_encoder
+from psa_model.profiles import llm_encoder
 from psa_model.profiles.embedding_cache import EmbeddingCache, encode_with_cache
 from psa_model.profiles.llm_encoder import LLMEncoderError, ProfileEncoder, check_model_folder, fill_template, load_template
 from psa_model.profiles.schema import StructuredProfile
