@@ -91,14 +91,32 @@ else
 fi
 
 # --- 3. Link the pack into the host ---------------------------------------------------------
+# Only a link this script made is ever replaced: a folder, a foreign link or the user's own clone
+# at the link path is left alone (the script stops and says what to do).
 CURRENT_STEP="link pack"
 mkdir -p "$HOST/custom_nodes"
 link="$HOST/custom_nodes/$PACK_NAME"
-if [ -z "${COMFYUI_PATH:-}" ] || [ "${PSA_LINK_PACK:-1}" = "1" ]; then
-  if [ "$(readlink "$link" 2>/dev/null)" != "$ROOT" ]; then
-    rm -rf "$link"
+root_real="$(realpath "$ROOT")"
+installed_as=""
+for entry in "$HOST/custom_nodes"/* "$HOST/custom_nodes"/.[!.]*; do
+  [ -e "$entry" ] || continue
+  if [ "$(realpath "$entry")" = "$root_real" ]; then installed_as="$entry"; break; fi
+done
+if [ -n "${COMFYUI_PATH:-}" ] && [ "${PSA_LINK_PACK:-1}" != "1" ]; then
+  step "PSA_LINK_PACK=0: leaving $HOST/custom_nodes as it is"
+elif [ -n "$installed_as" ]; then
+  step "the pack is already in the host's custom_nodes as $(basename "$installed_as"): nothing to link"
+elif [ -e "$link" ] || [ -L "$link" ]; then
+  if [ -z "${COMFYUI_PATH:-}" ] && [ -L "$link" ]; then
+    # The cached host is this script's own tree: a stale link there is one it made earlier.
+    rm "$link"
     ln -s "$ROOT" "$link"
+  else
+    fail "$link already exists and is not this checkout ($ROOT); it was left untouched" \
+         "run the scripts from that copy of the pack, or move it away yourself, or set PSA_LINK_PACK=0 to use the host as it is"
   fi
+else
+  ln -s "$ROOT" "$link"
 fi
 
 step "host ready: $HOST"
