@@ -32,7 +32,8 @@ def apply_profile(model, profile, psa_scale: float, start_percent: float = 0.0, 
         sampling = model.get_model_object("model_sampling")
         sigma_range = (float(sampling.percent_to_sigma(start_percent)), float(sampling.percent_to_sigma(end_percent)))
     try:
-        return attach_profile(model, profile.embeddings, psa_scale, sigma_range)
+        return attach_profile(model, profile.embeddings, psa_scale, sigma_range,
+                              source=f"profile {', '.join(profile.names())}")
     except ValueError as exc:
         raise PSAError(f"profile {profile.names()} does not fit the adapter: {exc}") from None
 

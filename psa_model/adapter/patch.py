@@ -15,6 +15,7 @@ calling convention without importing ComfyUI:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +31,25 @@ _BRANCH_KEY = "psa_user_branch"  # per-block scratch between the two patch calls
 
 class PSAError(RuntimeError):
     """Personalization cannot be applied as asked (the run must stop, not fall back)."""
+
+
+def _require_finite(tensor: torch.Tensor, what: str, fix: str) -> None:
+    if not bool(torch.isfinite(tensor).all()):
+        raise PSAError(f"{what} contain NaN or Inf values: {fix}. Refusing to sample an unpersonalized or "
+                       "corrupted image")
+
+
+def check_denoised_finite(args: dict) -> torch.Tensor:
+    """A ``sampler_post_cfg_function``: stop the run when a PSA step's denoised image is not finite.
+
+    ComfyUI would otherwise decode NaN latents into an all-black PNG and report success."""
+    denoised = args["denoised"]
+    if not bool(torch.isfinite(denoised).all()):
+        user = args.get("model_options", {}).get("transformer_options", {}).get(USER_KEY)
+        source = user.source if user is not None else "the profile"
+        raise PSAError(f"the denoised image became NaN/Inf while PSA was applied for {source}: the adapter or "
+                       "embedding drives the model out of range; check them or lower psa_scale")
+    return denoised
 
 
 class _SharedOnCopy:
@@ -57,16 +77,32 @@ class UserConditioning(_SharedOnCopy):
     null_values: list[torch.Tensor]
     scale: float = 1.0
     sigma_range: tuple[float, float] | None = None
+    source: str = "the profile"
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_adapter(cls, adapter: PSAAdapter, embeddings: torch.Tensor, scale: float = 1.0,
-                     sigma_range: tuple[float, float] | None = None) -> "UserConditioning":
-        """Project embeddings [P, E] through the adapter (differentiable; callers pick no_grad)."""
-        kv = adapter.keys_values(adapter.project(embeddings))
+                     sigma_range: tuple[float, float] | None = None, source: str = "the profile",
+                     ) -> "UserConditioning":
+        """Project embeddings [P, E] through the adapter (differentiable; callers pick no_grad).
+
+        Fail-closed (README "Fail closed"): user tokens or per-layer keys/values that are not
+        finite — a huge embedding overflowing the projection, a damaged adapter — raise
+        :class:`PSAError` naming ``source`` instead of sampling a NaN image."""
+        if not math.isfinite(scale):
+            raise PSAError(f"psa_scale {scale} is not a finite number; use a value such as 1.0")
+        tokens = adapter.project(embeddings)
+        _require_finite(tokens, f"the user tokens projected from {source}",
+                        "its embedding values are far outside what the adapter was trained on; re-create the "
+                        "embedding with the encoder the adapter expects")
+        kv = adapter.keys_values(tokens)
         null_kv = adapter.keys_values(adapter.null_tokens())
+        for i, ((k, v), (k0, v0)) in enumerate(zip(kv, null_kv)):
+            for tensor, what in ((k, "keys"), (v, "values"), (k0, "null-profile keys"), (v0, "null-profile values")):
+                _require_finite(tensor, f"layer {i} user {what} for {source}",
+                                "the adapter's weights or this embedding overflow float32; check the adapter file")
         return cls([k for k, _ in kv], [v for _, v in kv], [k for k, _ in null_kv], [v for _, v in null_kv],
-                   scale, sigma_range)
+                   scale, sigma_range, source)
 
     @classmethod
     def off(cls) -> "UserConditioning":
@@ -114,6 +150,9 @@ class UserConditioning(_SharedOnCopy):
             parts_v.append(v.expand(per_chunk, -1, -1))
         out = (torch.cat(parts_k).to(device=device, dtype=dtype), torch.cat(parts_v).to(device=device, dtype=dtype))
         if cacheable:
+            # Once per layer and layout: a float16 model overflows values that float32 held.
+            _require_finite(out[1], f"layer {layer} user values for {self.source} in {dtype}",
+                            "the values exceed this precision; run the model in float32/bfloat16 or lower psa_scale")
             self._cache[cache_key] = out
         return out
 
@@ -239,13 +278,21 @@ def attach_adapter(model_patcher, adapter: PSAAdapter):
 
 
 def attach_profile(model_patcher, embeddings: torch.Tensor, scale: float = 1.0,
-                   sigma_range: tuple[float, float] | None = None):
-    """A clone whose PSA layers use these user embeddings [P, E] (and the null profile for uncond)."""
+                   sigma_range: tuple[float, float] | None = None, source: str = "the profile"):
+    """A clone whose PSA layers use these user embeddings [P, E] (and the null profile for uncond).
+
+    ``source`` names the profile(s) in errors. The clone also checks every denoised step for
+    NaN/Inf (fail-closed), through ComfyUI's list of post-CFG functions, which composes with other
+    packs' entries."""
     patch = installed_adapter(model_patcher.model_options)
     if patch is None:
         raise PSAError("this MODEL has no PSA adapter: run it through 'PSA Model Patcher' first")
+    if not bool(torch.isfinite(embeddings).all()):
+        raise PSAError(f"the embedding of {source} contains NaN or Inf values; re-create the profile's embedding file")
     with torch.no_grad():
-        user = UserConditioning.from_adapter(patch.adapter, embeddings.float(), scale, sigma_range)
+        user = UserConditioning.from_adapter(patch.adapter, embeddings.float(), scale, sigma_range, source)
     patched = model_patcher.clone()
     patched.model_options = with_user(patched.model_options, user)
+    if check_denoised_finite not in patched.model_options.get("sampler_post_cfg_function", []):
+        patched.set_model_sampler_post_cfg_function(check_denoised_finite)
     return patched

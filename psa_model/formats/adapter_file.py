@@ -137,6 +137,10 @@ def config_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> Adapter
 def load_adapter(path: str | Path, dtype: torch.dtype = torch.float32) -> PSAAdapter:
     """Any supported adapter file → a :class:`PSAAdapter` (CPU, ``dtype``, eval mode)."""
     tensors, meta = read_adapter_tensors(path)
+    broken = sorted(k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if broken:
+        raise AdapterFormatError(f"{Path(path).name}: tensors {broken[:4]} contain NaN or Inf values; the adapter "
+                                 "file is damaged or its training diverged — re-export or retrain it")
     adapter = PSAAdapter(config_from_tensors(tensors, meta))
     adapter.load_state_dict({k: v.to(dtype) for k, v in tensors.items()}, strict=True)
     return adapter.to(dtype).eval().requires_grad_(False)
