@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from psa_model.profiles.sage_policy import DATA_FILE, SagePolicy, load_sage_poli
 from psa_model.profiles.schema import StructuredProfile, age_group_for
 
 S = StructuredProfile.create
+README = Path(__file__).resolve().parents[2] / "README.md"
 ALL = set(CATEGORIES)
 
 
@@ -138,3 +140,7 @@ def test_overlapping_age_groups_are_refused():
     overlapping = [*users, StructuredProfile(age=14, age_group="children", forbidden=())]
     with pytest.raises(ProfileError, match="overlap"):
         derive(overlapping)
+
+
+def test_readme_shows_the_shipped_table():
+    assert load_sage_policy().table() in README.read_text(encoding="utf-8")
