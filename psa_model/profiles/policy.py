@@ -65,7 +65,7 @@ class PolicyResult:
     notes: tuple[str, ...] = ()  # fallbacks the policy used (e.g. an attribute not given)
 
     def explain(self) -> str:
-        fired = ", ".join(self.fired) if self.fired else "none (no rule applies)"
+        fired = "; ".join(self.fired) if self.fired else "none (no rule applies)"
         text = (f"forbidden: {', '.join(self.forbidden) or 'nothing'}\nallowed: {', '.join(self.allowed) or 'nothing'}"
                 f"\nrules fired: {fired}")
         return text + "".join(f"\nnote: {note}" for note in self.notes)
