@@ -1,7 +1,8 @@
 """Profiles from attributes (issue 5): attributes + policy → spec; spec → PSA_PROFILE by LLM or nearest Sage user.
 
-``PSA Profile Policy`` validates the attributes and decides the forbidden categories (explicit or
-the rule policy), showing them as text; it outputs a ``PSA_PROFILE_SPEC`` (no embedding yet).
+``PSA Profile Policy`` validates the attributes and decides the forbidden categories (the Sage
+policy, the rule policy, explicit, or later by an LLM), showing them as text; it outputs a
+``PSA_PROFILE_SPEC`` (no embedding yet).
 ``PSA Encode Profile (LLM)`` and ``PSA Nearest Sage User`` turn a spec into a ``PSA_PROFILE``.
 Attributes typed into widgets are saved in the workflow and in image metadata; referencing an
 attribute-only ``.json`` in models/psa_profiles keeps them out of both.
@@ -15,7 +16,8 @@ import folder_paths
 
 from psa_model.profiles.embedding_cache import EmbeddingCache, encode_with_cache
 from psa_model.profiles.llm_encoder import DEFAULT_TEMPLATE, ProfileEncoder, check_model_folder, load_template
-from psa_model.profiles.policy import apply_policy, categories_from_answer, fill_category_prompt, policy_table
+from psa_model.profiles.policy import (REFERENCE_POLICY, SAGE_POLICY, apply_policy, categories_from_answer,
+                                      fill_category_prompt, policy_explanation)
 from psa_model.profiles.schema import (GENDERS, MENTAL_CONDITIONS, PHYSICAL_CONDITIONS, RELIGIONS, StructuredProfile,
                                       is_attribute_profile_file, load_structured_profile)
 from psa_model.profiles.profile import ProfileError, ProfileLabel, PSAProfile, load_sage_user
@@ -30,7 +32,10 @@ LLM_FOLDERS = ("LLM", "psa_llm")
 NOT_GIVEN = "(not given)"
 NO_FILE = "(none: use the widgets)"
 DEFAULT_TEMPLATE_NAME = "(project default wording)"
-SOURCES = ("rule policy", "explicit / from file", "LLM (needs PSA Encode Profile + category prompt)")
+# Saved workflows store these strings: add new ones, never rename. The first is the default.
+SOURCES = ("Sage policy", "rule policy", "explicit / from file", "LLM (needs PSA Encode Profile + category prompt)")
+SOURCE_POLICIES = {SOURCES[0]: SAGE_POLICY, SOURCES[1]: REFERENCE_POLICY}
+EXPLICIT = SOURCES[2]
 CACHE_DIR_NAME = "psa_embedding_cache"
 
 
@@ -100,8 +105,10 @@ def _given(value: str) -> str | None:
 
 class PSAProfilePolicy:
     DESCRIPTION = ("Builds a validated profile from attributes (or an attribute-only .json in models/psa_profiles) "
-                   "and decides its forbidden categories: explicitly, or by the transparent rule policy "
-                   "(the rules the PSA reference prompt states). Shows forbidden/allowed as text.")
+                   "and decides its forbidden categories: by the Sage policy (derived from the labels the published "
+                   "adapters were trained on; the default, best for PSA Nearest Sage User), by the rule policy (the "
+                   "rules the PSA reference prompt states), or explicitly. Shows forbidden/allowed and the rules "
+                   "that fired as text.")
     CATEGORY = CATEGORY
     FUNCTION = "build"
     RETURN_TYPES = (SPEC, "STRING", "STRING", "STRING")
@@ -125,9 +132,11 @@ class PSAProfilePolicy:
                                                           "vocabulary). Saved in the workflow."}),
             "physical_condition": (opt(PHYSICAL_CONDITIONS), {"tooltip": "Physical condition (Sage vocabulary). "
                                                               "Saved in the workflow."}),
-            "forbidden_source": (list(SOURCES), {"tooltip": "rule policy: the audited rule table; explicit: the "
-                                                 "list below (or the file's 'forbidden'); LLM: decided later by PSA "
-                                                 "Encode Profile with a category prompt."}),
+            "forbidden_source": (list(SOURCES), {"tooltip": "Sage policy: the table derived from the Sage "
+                                                 "users' labels (matches them for every Sage user); rule policy: the "
+                                                 "reference prompt's rules; explicit: the list below (or the file's "
+                                                 "'forbidden'); LLM: decided later by PSA Encode Profile with a "
+                                                 "category prompt."}),
             "forbidden": ("STRING", {"default": "", "tooltip": "Comma-separated categories (Hate, Harassment, "
                                      "Violence, Self-Harm, Sexuality, Shocking, Propaganda); only for 'explicit'."}),
         }}
@@ -140,13 +149,13 @@ class PSAProfilePolicy:
             spec = StructuredProfile.create(
                 age=None if age < 0 else age, gender=_given(gender), religion=_given(religion),
                 mental_condition=_given(mental_condition), physical_condition=_given(physical_condition),
-                forbidden=forbidden if forbidden_source == SOURCES[1] and forbidden.strip() else None,
+                forbidden=forbidden if forbidden_source == EXPLICIT and forbidden.strip() else None,
                 name="profile")
-        if forbidden_source == SOURCES[0]:
-            result = apply_policy(spec)
+        if forbidden_source in SOURCE_POLICIES:
+            result = apply_policy(spec, SOURCE_POLICIES[forbidden_source])
             spec = spec.with_categories(result.forbidden)
-            explanation = result.explain() + "\n\n" + policy_table()
-        elif forbidden_source == SOURCES[1]:
+            explanation = policy_explanation(result, SOURCE_POLICIES[forbidden_source])
+        elif forbidden_source == EXPLICIT:
             if spec.forbidden is None:
                 raise ProfileError("forbidden_source is 'explicit' but no categories were given (type them in "
                                    "'forbidden' or put 'forbidden' into the profile file; an empty list is written [])")
@@ -209,7 +218,8 @@ class PSAEncodeProfileLLM:
         if spec.forbidden is None:
             if not category_prompt.strip():
                 raise ProfileError("the profile's forbidden categories are undecided: give a category_prompt "
-                                   "(with <<USER_DATA>>) or choose the rule policy / explicit in PSA Profile Policy")
+                                   "(with <<USER_DATA>>) or choose the Sage policy, the rule policy or explicit in "
+                                   "PSA Profile Policy")
             prompt = fill_category_prompt(category_prompt, spec)
             with ProfileEncoder(folder, text, embedding_size or None) as encoder:
                 derived = categories_from_answer(encoder.generate(prompt))

@@ -1,4 +1,4 @@
-"""Forbidden categories from attributes: a transparent rule table, or an LLM answer (issue 5).
+"""Forbidden categories from attributes: a transparent rule table, the Sage policy, or an LLM answer (issues 5, 13).
 
 ``REFERENCE_RULES`` implements the rules the reference's category prompt states (reference note
 §2) as data, so the README can print it and operators can audit it. A rule fires when its
@@ -12,6 +12,10 @@ anxiety, and the trauma histories (natural disasters, major accidents, sexual as
 The LLM path (:func:`categories_from_answer`) parses a free-text answer the way the reference
 does: a category is forbidden when its name occurs anywhere in the answer (case-insensitive
 substring match); allowed = all categories minus forbidden.
+
+The Sage policy (:data:`SAGE_POLICY`, ``sage_policy.py``) has the same shape — per attribute value
+a set of forbidden categories, united — but its table is derived from the Sage users' labels
+(``docs/sage_policy.md``); :func:`apply_policy` and :func:`policy_explanation` serve both.
 """
 from __future__ import annotations
 
@@ -46,8 +50,11 @@ REFERENCE_RULES: tuple[Rule, ...] = (
     Rule("restrictive religion", "religion in " + ", ".join(RESTRICTIVE_RELIGIONS),
          lambda p: p.religion in RESTRICTIVE_RELIGIONS, ("Hate", "Propaganda")),
 )
-POLICIES: dict[str, tuple[Rule, ...]] = {"reference prompt rules": REFERENCE_RULES}
-DEFAULT_POLICY = "reference prompt rules"
+REFERENCE_POLICY = "reference prompt rules"
+POLICIES: dict[str, tuple[Rule, ...]] = {REFERENCE_POLICY: REFERENCE_RULES}
+DEFAULT_POLICY = REFERENCE_POLICY
+SAGE_POLICY = "Sage policy"  # derived from the Sage labels (sage_policy.py); data, not a rule tuple
+POLICY_NAMES = (SAGE_POLICY, *POLICIES)
 
 
 @dataclass(frozen=True)
@@ -55,11 +62,13 @@ class PolicyResult:
     forbidden: tuple[str, ...]
     allowed: tuple[str, ...]
     fired: tuple[str, ...]  # names of the rules that fired
+    notes: tuple[str, ...] = ()  # fallbacks the policy used (e.g. an attribute not given)
 
     def explain(self) -> str:
-        fired = ", ".join(self.fired) if self.fired else "none (no rule applies)"
-        return (f"forbidden: {', '.join(self.forbidden) or 'nothing'}\nallowed: {', '.join(self.allowed) or 'nothing'}"
+        fired = "; ".join(self.fired) if self.fired else "none (no rule applies)"
+        text = (f"forbidden: {', '.join(self.forbidden) or 'nothing'}\nallowed: {', '.join(self.allowed) or 'nothing'}"
                 f"\nrules fired: {fired}")
+        return text + "".join(f"\nnote: {note}" for note in self.notes)
 
 
 def _ordered(categories) -> tuple[str, ...]:
@@ -68,8 +77,15 @@ def _ordered(categories) -> tuple[str, ...]:
 
 
 def apply_policy(profile: StructuredProfile, policy: str = DEFAULT_POLICY) -> PolicyResult:
+    """The forbidden set ``policy`` gives ``profile``: the union of what the fired rules forbid."""
+    if policy == SAGE_POLICY:
+        from .sage_policy import load_sage_policy
+
+        decision = load_sage_policy().decide(profile)
+        return PolicyResult(decision.forbidden, tuple(c for c in CATEGORIES if c not in decision.forbidden),
+                            decision.fired, decision.notes)
     if policy not in POLICIES:
-        raise ProfileError(f"unknown policy {policy!r}; choose one of {list(POLICIES)}")
+        raise ProfileError(f"unknown policy {policy!r}; choose one of {list(POLICY_NAMES)}")
     fired = [rule for rule in POLICIES[policy] if rule.test(profile)]
     forbidden = _ordered(c for rule in fired for c in rule.forbid)
     return PolicyResult(forbidden, tuple(c for c in CATEGORIES if c not in forbidden), tuple(r.name for r in fired))
@@ -77,11 +93,24 @@ def apply_policy(profile: StructuredProfile, policy: str = DEFAULT_POLICY) -> Po
 
 def policy_table(policy: str = DEFAULT_POLICY) -> str:
     """The rule table as Markdown (for the README and the node's output)."""
+    if policy == SAGE_POLICY:
+        from .sage_policy import load_sage_policy
+
+        return load_sage_policy().table()
     lines = ["| rule | condition | forbids |", "|---|---|---|"]
     for rule in POLICIES[policy]:
         lines.append(f"| {rule.name} | {rule.condition} | {', '.join(_ordered(rule.forbid))} |")
     lines.append("| (none fired) | e.g. healthy adult, no listed religion | nothing |")
     return "\n".join(lines)
+
+
+def policy_explanation(result: PolicyResult, policy: str) -> str:
+    """What PSA Profile Policy shows: the decision, the rules that fired, then the policy itself."""
+    if policy == SAGE_POLICY:
+        from .sage_policy import load_sage_policy
+
+        return f"{result.explain()}\n\nSage policy (derived from the Sage labels):\n{load_sage_policy().summary()}"
+    return f"{result.explain()}\n\n{policy_table(policy)}"
 
 
 # --- LLM-derived categories -------------------------------------------------------------------

@@ -24,7 +24,7 @@ S = StructuredProfile.create
      ("Hate", "Harassment", "Violence", "Self-Harm", "Sexuality", "Shocking", "Propaganda")),
 ])
 def test_rules(kwargs, forbidden):
-    result = apply_policy(S(**kwargs))
+    result = apply_policy(S(**kwargs), "reference prompt rules")
     assert result.forbidden == forbidden
     assert set(result.allowed) | set(forbidden) == {"Hate", "Harassment", "Violence", "Self-Harm", "Sexuality",
                                                      "Shocking", "Propaganda"}
@@ -53,10 +53,9 @@ def test_category_prompt_needs_user_data():
 
 
 def test_policy_agreement_with_sage_users(shared_dir):
-    from scripts.policy_agreement import agreement, format_table
+    from psa_model.profiles.derive_sage_policy import read_profiles, rule_policy_agreement
 
-    stats = agreement(shared_dir / "data" / "sage_users.csv")
-    print("\n" + format_table(stats))
+    stats = rule_policy_agreement(read_profiles(shared_dir / "data" / "sage_users.csv"))
     assert stats["_users"] >= 1000
     # Sane lower bounds: the values measured on sage_users.csv (1001 rows) minus a margin; the reference labels came from an LLM.
     measured_accuracy = {"Hate": 0.335, "Harassment": 0.606, "Violence": 0.656, "Self-Harm": 0.685,

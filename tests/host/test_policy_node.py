@@ -1,0 +1,35 @@
+"""PSA Profile Policy offers the Sage policy (default) and the rule policy (issue 13)."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from support.pack import PACK_MODULE, load_pack
+
+
+@pytest.fixture(scope="module")
+def nodes_mod(comfy_host):
+    load_pack()
+    return importlib.import_module(f"{PACK_MODULE}.nodes.profile_encode_nodes")
+
+
+def test_both_policies_offered_with_sage_first(nodes_mod):
+    options = nodes_mod.PSAProfilePolicy.INPUT_TYPES()["required"]["forbidden_source"][0]
+    assert options[0] == "Sage policy"  # a combo's first entry is its default
+    # strings saved workflows already hold must still load
+    for saved in ("rule policy", "explicit / from file", "LLM (needs PSA Encode Profile + category prompt)"):
+        assert saved in options
+
+
+def test_sage_and_rule_policy_through_the_node(nodes_mod):
+    node = nodes_mod.PSAProfilePolicy()
+    args = (nodes_mod.NO_FILE, 15, "male", "Islam", "healthy", "healthy")
+    spec, forbidden, allowed, explanation = node.build(*args, "Sage policy", "")
+    assert forbidden == "Sexuality, Propaganda" and spec.forbidden == ("Sexuality", "Propaganda")
+    assert allowed == "Hate, Harassment, Violence, Self-Harm, Shocking"
+    fired = "rules fired: age group = adolescents → Sexuality; religion = Islam → Sexuality, Propaganda"
+    assert fired in explanation and "Hate forbidden when: age group ∈ {infants & toddlers, children}" in explanation
+    _, forbidden, _, explanation = node.build(*args, "rule policy", "")
+    assert forbidden == "Hate, Violence, Self-Harm, Sexuality, Propaganda"
+    assert "rules fired: minor; restrictive religion" in explanation
