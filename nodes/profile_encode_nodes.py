@@ -163,9 +163,9 @@ class PSAProfilePolicy:
 
 
 class PSAEncodeProfileLLM:
-    DESCRIPTION = ("Encodes a profile spec with a local LLM by the published recipe (template → chat template → mean "
-                   "of the last hidden states in the model's dtype; categories as Python lists). Offline only; the "
-                   "published adapters need Qwen2.5-7B-Instruct (3584) and the reference template. The summary "
+    DESCRIPTION = ("Encodes a profile spec with a local LLM by the published recipe (template → chat template → "
+                   "mean of the last hidden states in the model's dtype; categories as Python lists). Offline only; "
+                   "the published adapters need Qwen2.5-7B-Instruct (3584) and the reference template. The summary "
                    "lists the recipe and the embedding's norm. Results are cached on disk per recipe.")
     CATEGORY = CATEGORY
     FUNCTION = "encode"

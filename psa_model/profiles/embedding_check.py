@@ -69,7 +69,8 @@ def encoding_summary(profile: PSAProfile, folder: Path, template: str, recipe: E
     folder = Path(folder)
     lines = [profile.describe(),
              f"recipe: {recipe.describe(compute_dtype(folder, recipe))}",
-             f"model: {folder.name} (identity {model_identity(folder)[:12]}); template sha256 {template_hash(template)[:12]}",
+             f"model: {folder.name} (identity {model_identity(folder)[:12]}); "
+             f"template sha256 {template_hash(template)[:12]}",
              norm_report(profile.embeddings, profile.names())]
     if note:
         lines.append(f"({note})")

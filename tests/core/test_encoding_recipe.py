@@ -21,7 +21,8 @@ def test_filled_template_is_the_tables_strings_in_the_template():
     # Hand-written for one row, so the helper above is checked too.
     assert fill_template(TEMPLATE, StructuredProfile.from_sage_row(rows[2])) == (
         "Age 18 (adolescents), male, religion nan, mental anxiety, physical hearing impairment.\n"
-        "Forbidden: ['Self-Harm', 'Sexuality', 'Shocking']\nAllowed: ['Harassment', 'Hate', 'Propaganda', 'Violence']\n")
+        "Forbidden: ['Self-Harm', 'Sexuality', 'Shocking']\n"
+        "Allowed: ['Harassment', 'Hate', 'Propaganda', 'Violence']\n")
 
 
 def test_every_sage_row_fills_to_its_table_strings(shared_dir):
@@ -55,9 +56,9 @@ def test_pool_mean_and_sum_by_hand():
 
 
 def test_recipe_identity_and_choices():
-    identities = {r.identity(torch.bfloat16) for r in (PUBLISHED_RECIPE, PIPELINE_RECIPE, EncodingRecipe(dtype="float32"),
-                                                        EncodingRecipe(category_notation="comma"),
-                                                        EncodingRecipe(religion_none="None"))}
+    recipes = (PUBLISHED_RECIPE, PIPELINE_RECIPE, EncodingRecipe(dtype="float32"),
+               EncodingRecipe(category_notation="comma"), EncodingRecipe(religion_none="None"))
+    identities = {r.identity(torch.bfloat16) for r in recipes}
     assert len(identities) == 5
     assert PUBLISHED_RECIPE.identity(torch.bfloat16) != PUBLISHED_RECIPE.identity(torch.float32)
     assert recipe_from_choices() == PUBLISHED_RECIPE
