@@ -15,12 +15,15 @@ from pathlib import Path
 import folder_paths
 
 from psa_model.profiles.embedding_cache import EmbeddingCache, encode_with_cache
+from psa_model.profiles.embedding_check import encoding_summary
 from psa_model.profiles.llm_encoder import DEFAULT_TEMPLATE, ProfileEncoder, check_model_folder, load_template
 from psa_model.profiles.policy import (REFERENCE_POLICY, SAGE_POLICY, apply_policy, categories_from_answer,
                                       fill_category_prompt, policy_explanation)
 from psa_model.profiles.schema import (GENDERS, MENTAL_CONDITIONS, PHYSICAL_CONDITIONS, RELIGIONS, StructuredProfile,
                                       is_attribute_profile_file, load_structured_profile)
 from psa_model.profiles.profile import ProfileError, ProfileLabel, PSAProfile, load_sage_user
+from psa_model.profiles.recipe import (DTYPE_CHOICES, NOTATION_CHOICES, POOLING_CHOICES, RELIGION_NONE_CHOICES,
+                                      compute_dtype, recipe_from_choices)
 from psa_model.profiles.sage_nearest import nearest_sage_user
 
 from . import folders
@@ -169,14 +172,17 @@ class PSAProfilePolicy:
 
 
 class PSAEncodeProfileLLM:
-    DESCRIPTION = ("Encodes a profile spec with a local LLM (the reference way: template → chat template → sum of "
-                   "last hidden states). Offline only; the published adapters need Qwen2.5-7B-Instruct (3584) "
-                   "and the reference template for identical embeddings. Results are cached on disk.")
+    DESCRIPTION = ("Encodes a profile spec with a local LLM by the published recipe (template → chat template → "
+                   "mean of the last hidden states in the model's dtype; categories as Python lists). Offline only; "
+                   "the published adapters need Qwen2.5-7B-Instruct (3584) and the reference template. The summary "
+                   "lists the recipe and the embedding's norm. Results are cached on disk per recipe.")
     CATEGORY = CATEGORY
     FUNCTION = "encode"
     RETURN_TYPES = (PROFILE, "STRING")
     RETURN_NAMES = ("profile", "summary")
-    OUTPUT_TOOLTIPS = ("The user profile (embedding + labels).", "Forbidden/allowed categories and cache status.")
+    OUTPUT_TOOLTIPS = ("The user profile (embedding + labels).", "Forbidden/allowed categories, the recipe, model and "
+                       "template identity, the embedding's norm (with a warning when off the published range) and "
+                       "cache status.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -194,24 +200,37 @@ class PSAEncodeProfileLLM:
             "category_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "Only when the spec's "
                                            "categories are undecided: a prompt containing <<USER_DATA>>; the LLM's "
                                            "answer is scanned for category names."}),
+            "pooling": (list(POOLING_CHOICES), {"tooltip": "mean: the published recipe (what the published adapters "
+                                                "were trained on); sum: the reference's later pipeline variant, about "
+                                                "token-count times larger."}),
+            "precision": (list(DTYPE_CHOICES), {"tooltip": "model dtype: run and pool in the dtype config.json names "
+                                                "(bfloat16 for Qwen2.5, also on CPU), as published; float32: slower, "
+                                                "not the published numbers."}),
+            "category_notation": (list(NOTATION_CHOICES), {"tooltip": "How <<BANNED>>/<<ALLOWED>> are written: "
+                                                           "['Propaganda', 'Sexuality'] as in the Sage table "
+                                                           "(published), or Sexuality, Propaganda."}),
+            "religion_none": (list(RELIGION_NONE_CHOICES), {"tooltip": "The text for religion 'None': the published "
+                                                            "run read it as a missing value and wrote 'nan'."}),
         }}
 
-    def encode(self, profile_spec, llm_name, template, embedding_size, cache, category_prompt=""):
+    def encode(self, profile_spec, llm_name, template, embedding_size, cache, category_prompt="", pooling=None,
+               precision=None, category_notation=None, religion_none=None):
         import comfy.model_management as mm
         import comfy.utils
 
         folder = llm_path(llm_name)
         check_model_folder(folder, embedding_size or None)
         text = template_text(template)
+        recipe = recipe_from_choices(pooling, precision, category_notation, religion_none)
         pbar = comfy.utils.ProgressBar(3)
         spec, derived = profile_spec, None
 
         def run(profiles):
             device = mm.get_torch_device()
-            dtype = mm.torch.bfloat16 if device.type == "cuda" else mm.torch.float32
+            dtype = compute_dtype(folder, recipe)
             weights = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
             mm.free_memory(weights * (2 if dtype == mm.torch.float32 else 1), device)
-            with ProfileEncoder(folder, text, embedding_size or None, device, dtype) as encoder:
+            with ProfileEncoder(folder, text, embedding_size or None, device, recipe=recipe) as encoder:
                 pbar.update_absolute(1)
                 return encoder.encode(profiles, progress=lambda done, total: pbar.update_absolute(1 + done))
 
@@ -225,7 +244,8 @@ class PSAEncodeProfileLLM:
                 derived = categories_from_answer(encoder.generate(prompt))
             spec = spec.with_categories(derived.forbidden)
         store = None if cache == "off" else globals()["cache"]()
-        embeddings, hits = encode_with_cache(folder, text, [spec], store, run, refresh=cache == "refresh")
+        embeddings, hits = encode_with_cache(folder, text, [spec], store, run, refresh=cache == "refresh",
+                                             recipe=recipe)
         mm.soft_empty_cache()
         pbar.update_absolute(3)
         label = ProfileLabel(spec.name or "LLM profile", spec.forbidden, spec.allowed, f"LLM {llm_name}")
@@ -233,7 +253,7 @@ class PSAEncodeProfileLLM:
         note = "cache hit" if hits else "encoded"
         if derived is not None:
             note += "; categories derived by the LLM"
-        return (profile, f"{profile.describe()}\n({note})")
+        return (profile, encoding_summary(profile, folder, text, recipe, note))
 
 
 class PSANearestSageUser:

@@ -1,6 +1,7 @@
 """Profile nodes: load a profile file, a Sage user, a published preset; combine into a batch."""
 from __future__ import annotations
 
+from psa_model.profiles.embedding_check import describe_with_norms
 from psa_model.profiles.profile import LEVEL_PRESETS, combine, load_preset, load_profile_file, load_sage_user
 
 from . import folders
@@ -16,11 +17,12 @@ class _ProfileNode:
     FUNCTION = "load"
     RETURN_TYPES = (PROFILE, "STRING")
     RETURN_NAMES = ("profile", "summary")
-    OUTPUT_TOOLTIPS = ("The user profile (embedding + labels).", "Forbidden/allowed categories, when known.")
+    OUTPUT_TOOLTIPS = ("The user profile (embedding + labels).", "Forbidden/allowed categories, when known, and each "
+                       "embedding's norm (with a warning when off the published range).")
 
     @staticmethod
     def _outputs(profile) -> tuple:
-        return (profile, profile.describe())
+        return (profile, describe_with_norms(profile))
 
 
 class PSALoadProfile(_ProfileNode):

@@ -1,10 +1,12 @@
 """Disk cache of LLM profile embeddings (issue 5).
 
-Key = sha256 of (model identity, template hash, canonical profile JSON). Model identity is the
+Key = sha256 of (model identity, template hash, encoding recipe, canonical profile JSON): an
+embedding is never reused across models, templates or recipes (pooling, compute dtype, category
+notation; docs/profiles.md). Model identity is the
 folder name plus hashes of the small files that decide the result (``config.json``, tokenizer
 config / chat template) and the names and sizes of the weight files — computed without loading
 the model. Files are ``<key>.safetensors`` holding one tensor ``embedding`` ``[E]`` float32;
-the metadata names the model folder and template hash but never the profile's attributes.
+the metadata names the model folder, template hash and recipe but never the profile's attributes.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Callable, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
+from .recipe import PUBLISHED_RECIPE, EncodingRecipe, compute_dtype
 from .schema import StructuredProfile
 
 _IDENTITY_FILES = ("config.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
@@ -44,13 +47,19 @@ def template_hash(template: str) -> str:
     return _sha(template.encode("utf-8"))
 
 
+def recipe_identity(folder: Path, recipe: EncodingRecipe) -> str:
+    """The recipe with the dtype it computes in for this model folder (part of the cache key)."""
+    return recipe.identity(compute_dtype(folder, recipe))
+
+
 class EmbeddingCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
     @staticmethod
-    def key(model_id: str, template_id: str, profile: StructuredProfile) -> str:
-        return _sha(f"{model_id}\n{template_id}\n{profile.canonical_json()}".encode("utf-8"))
+    def key(model_id: str, template_id: str, profile: StructuredProfile, recipe_id: str = "") -> str:
+        """``recipe_id``: :meth:`EncodingRecipe.identity` (see :func:`recipe_identity`)."""
+        return _sha(f"{model_id}\n{template_id}\nrecipe:{recipe_id}\n{profile.canonical_json()}".encode("utf-8"))
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.safetensors"
@@ -86,16 +95,18 @@ class EmbeddingCache:
 
 def encode_with_cache(folder: Path, template: str, profiles: Sequence[StructuredProfile],
                       cache: EmbeddingCache | None, encode: Callable[[list[StructuredProfile]], torch.Tensor],
-                      refresh: bool = False) -> tuple[torch.Tensor, int]:
+                      refresh: bool = False, recipe: EncodingRecipe = PUBLISHED_RECIPE) -> tuple[torch.Tensor, int]:
     """``[P, E]`` for ``profiles``; ``encode`` (which loads the model) runs only on the misses.
 
-    Returns the embeddings and the number of cache hits.
+    ``recipe`` must be the recipe ``encode`` uses: it is part of the key. Returns the embeddings
+    and the number of cache hits.
     """
     results: list[torch.Tensor | None] = [None] * len(profiles)
     keys: list[str] = []
+    recipe_id = recipe_identity(folder, recipe)
     if cache is not None:
         model_id, template_id = model_identity(folder), template_hash(template)
-        keys = [cache.key(model_id, template_id, p) for p in profiles]
+        keys = [cache.key(model_id, template_id, p, recipe_id) for p in profiles]
         if not refresh:
             results = [cache.get(k) for k in keys]
     missing = [i for i, r in enumerate(results) if r is None]
@@ -105,5 +116,5 @@ def encode_with_cache(folder: Path, template: str, profiles: Sequence[Structured
             results[i] = vector.float().cpu()
             if cache is not None:
                 cache.put(keys[i], results[i], {"model_folder": Path(folder).name,
-                                                "template_sha256": template_hash(template)})
+                                                "template_sha256": template_hash(template), "recipe": recipe_id})
     return torch.stack(results), len(profiles) - len(missing)

@@ -1,11 +1,13 @@
-"""LLM profile encoder (reference note §2): profile → filled template → chat template → causal LM →
-sum of the last hidden states over non-padding tokens.
+"""LLM profile encoder (docs/profiles.md): profile → filled template → chat template → causal LM →
+pooled last hidden layer, following an :class:`~.recipe.EncodingRecipe` (default: the published one —
+masked mean in the model's dtype, categories in the users table's list notation).
 
 Any local Hugging Face causal-LM folder works (default expectation: Qwen2.5-7B-Instruct, hidden
 size 3584). Loading is strictly offline (``local_files_only=True`` and ``HF_HUB_OFFLINE`` set
 while loading). Batches are padded on the *right*: with causal attention the real tokens then
 see exactly what they see unpadded and keep positions 0..L-1, so a batched result equals the
-one-by-one result. bf16 on CUDA, fp32 on CPU; pooling is summed in fp32.
+one-by-one result (the reference padded on the left; with rotary positions only relative
+positions enter attention, so that differs only by rounding).
 """
 from __future__ import annotations
 
@@ -20,13 +22,14 @@ import torch
 
 from .schema import StructuredProfile
 from .profile import ProfileError
+from .recipe import UNKNOWN, categories_text  # noqa: F401 - re-exported (older callers import them from here)
+from .recipe import PUBLISHED_RECIPE, EncodingRecipe, compute_dtype, pool, template_values
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 DEFAULT_TEMPLATE = TEMPLATES_DIR / "profile_prompt.txt"
 FALLBACK_CHAT_TEMPLATE = TEMPLATES_DIR / "qwen25_chat_template.jinja"
 PLACEHOLDERS = ("<<AGE>>", "<<AGE_GROUP>>", "<<GENDER>>", "<<RELIGION>>", "<<MENTAL>>", "<<PHYSICAL>>",
                 "<<BANNED>>", "<<ALLOWED>>")
-UNKNOWN = "unknown"
 
 
 class LLMEncoderError(ProfileError):
@@ -50,30 +53,15 @@ def check_template(text: str, source: str = "template") -> None:
                               f"all of {list(PLACEHOLDERS)}")
 
 
-def _categories_text(categories) -> str:
-    if categories is None:
-        return UNKNOWN
-    return ", ".join(categories) if categories else "none"
-
-
-def fill_template(template: str, profile: StructuredProfile) -> str:
+def fill_template(template: str, profile: StructuredProfile, recipe: EncodingRecipe = PUBLISHED_RECIPE) -> str:
+    """The template with every placeholder replaced by :func:`~.recipe.template_values` (recipe's notation)."""
     check_template(template)
     if profile.forbidden is None:
         raise LLMEncoderError("the profile has no forbidden categories yet: give them, or derive them with the "
                               "rule policy or an LLM before encoding")
-    values = {
-        "<<AGE>>": str(profile.age) if profile.age is not None else UNKNOWN,
-        "<<AGE_GROUP>>": profile.age_group or UNKNOWN,
-        "<<GENDER>>": profile.gender or UNKNOWN,
-        "<<RELIGION>>": profile.religion or UNKNOWN,
-        "<<MENTAL>>": profile.mental_condition or UNKNOWN,
-        "<<PHYSICAL>>": profile.physical_condition or UNKNOWN,
-        "<<BANNED>>": _categories_text(profile.forbidden),
-        "<<ALLOWED>>": _categories_text(profile.allowed),
-    }
     text = template
-    for key, value in values.items():  # <<AGE>> before <<AGE_GROUP>> is safe: the names differ after "AGE"
-        text = text.replace(key, value)
+    for key, value in template_values(profile, recipe).items():
+        text = text.replace(key, value)  # <<AGE>> before <<AGE_GROUP>> is safe: the names differ after "AGE"
     return text
 
 
@@ -134,6 +122,8 @@ def load_tokenizer(folder: Path):
 
 
 def default_device_dtype() -> tuple[torch.device, torch.dtype]:
+    """Kept for older callers: the device, and bf16 on CUDA / fp32 on CPU. The encoder itself takes
+    its dtype from the recipe (:func:`~.recipe.compute_dtype`)."""
     if torch.cuda.is_available():
         return torch.device("cuda"), torch.bfloat16
     return torch.device("cpu"), torch.float32
@@ -159,24 +149,33 @@ def tokenize(tokenizer, prompts: Sequence[str]):
 
 
 def sum_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """``[B, L, H]`` → ``[B, H]``: sum over tokens whose mask is 1, in fp32."""
+    """Kept for older callers: ``[B, L, H]`` → ``[B, H]`` masked sum in fp32 (not the published recipe)."""
     return (hidden.float() * attention_mask[..., None].to(torch.float32)).sum(dim=1)
 
 
 class ProfileEncoder:
-    """A loaded tokenizer + causal LM; use as a context manager so the model is freed afterwards."""
+    """A loaded tokenizer + causal LM; use as a context manager so the model is freed afterwards.
+
+    ``recipe`` decides pooling, compute dtype and template notation (default: the published recipe,
+    docs/profiles.md). ``dtype`` overrides the recipe's compute dtype (older callers); leave it None.
+    """
 
     def __init__(self, folder: Path, template: str | None = None, expected_dim: int | None = None,
-                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+                 device: torch.device | None = None, dtype: torch.dtype | None = None,
+                 recipe: EncodingRecipe = PUBLISHED_RECIPE) -> None:
         self.folder = Path(folder)
         self.hidden_size = check_model_folder(self.folder, expected_dim)
         self.template = template if template is not None else load_template()
         check_template(self.template)
-        d_device, d_dtype = default_device_dtype()
-        self.device = device or d_device
-        self.dtype = dtype or (d_dtype if self.device.type == "cuda" else torch.float32)
+        self.recipe = recipe
+        self.device = device or default_device_dtype()[0]
+        self.dtype = dtype or compute_dtype(self.folder, recipe)
         self.tokenizer = load_tokenizer(self.folder)
         self.model = load_model(self.folder, self.device, self.dtype)
+
+    def describe_recipe(self) -> str:
+        """The recipe as run (with the actual compute dtype), for summaries."""
+        return self.recipe.describe(self.dtype)
 
     def __enter__(self) -> "ProfileEncoder":
         return self
@@ -205,15 +204,19 @@ class ProfileEncoder:
             hidden = result.hidden_states[-1]
             if hidden.shape[-1] != self.hidden_size:
                 raise LLMEncoderError(f"model returned hidden size {hidden.shape[-1]}, config says {self.hidden_size}")
-            out.append(sum_pool(hidden, mask).cpu())
+            out.append(pool(hidden, mask, self.recipe.pooling).cpu())
             if progress is not None:
                 progress(min(start + batch_size, len(prompts)), len(prompts))
         return torch.cat(out)
 
     def encode(self, profiles: Sequence[StructuredProfile], batch_size: int = 4,
                progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-        """Profiles (with forbidden categories) → ``[P, hidden]`` float32 on CPU."""
-        return self.encode_prompts([fill_template(self.template, p) for p in profiles], batch_size, progress)
+        """Profiles (with forbidden categories) → ``[P, hidden]`` float32 on CPU, by ``self.recipe``."""
+        return self.encode_prompts([self.prompt(p) for p in profiles], batch_size, progress)
+
+    def prompt(self, profile: StructuredProfile) -> str:
+        """The filled template for one profile (before the chat template)."""
+        return fill_template(self.template, profile, self.recipe)
 
     @torch.inference_mode()
     def generate(self, prompt: str, max_new_tokens: int = 128) -> str:

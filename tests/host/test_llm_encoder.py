@@ -1,4 +1,4 @@
-"""LLM profile encoder with a tiny random Qwen2 and the real Qwen2.5 tokenizer from ComfyUI (issue 5)."""
+"""LLM profile encoder with a tiny random Qwen2 and the real Qwen2.5 tokenizer from ComfyUI (issues 5, 16)."""
 from __future__ import annotations
 
 import pytest
@@ -53,10 +53,12 @@ def test_token_sequence_uses_the_folders_chat_template_with_right_padding(tiny, 
         tok = enc.tokenizer
     ids, mask = seen[0]
     # Hand-written expected text: the ComfyUI tokenizer's own (Qwen2.5-VL style) chat template.
-    texts = ["A 20 young adults male Christianity depression healthy Self-Harm, Sexuality, Shocking, Propaganda "
-             "Hate, Harassment, Violence",
-             "A 97 long-lived elderly female None sexual assault intellectual disability none Hate, Harassment, "
-             "Violence, Self-Harm, Sexuality, Shocking, Propaganda"]
+    # Categories in the users table's notation (alphabetical Python lists); religion None as the
+    # published run wrote it ("nan").
+    texts = ["A 20 young adults male Christianity depression healthy ['Propaganda', 'Self-Harm', 'Sexuality', "
+             "'Shocking'] ['Harassment', 'Hate', 'Violence']",
+             "A 97 long-lived elderly female nan sexual assault intellectual disability [] ['Harassment', 'Hate', "
+             "'Propaganda', 'Self-Harm', 'Sexuality', 'Shocking', 'Violence']"]
     expected = [tok.encode("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
                            f"{t}<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False) for t in texts]
     lengths = [len(e) for e in expected]
@@ -83,7 +85,7 @@ def test_fallback_chat_template_when_tokenizer_has_none(tiny, monkeypatch):
     assert seen[0][0][0].tolist() == expected
 
 
-def test_sum_pooling_and_batched_equals_one_by_one(tiny):
+def test_mean_pooling_and_batched_equals_one_by_one(tiny):
     from transformers import AutoModelForCausalLM
 
     with ProfileEncoder(tiny["chat"]) as enc:
@@ -99,8 +101,8 @@ def test_sum_pooling_and_batched_equals_one_by_one(tiny):
     model = AutoModelForCausalLM.from_pretrained(str(tiny["chat"]), local_files_only=True, dtype=torch.float32)
     with torch.no_grad():
         hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0]
-    torch.testing.assert_close(single[1], hidden.sum(0), rtol=1e-5, atol=1e-4)
-    assert not torch.allclose(single[1], hidden.mean(0), atol=1e-2)
+    torch.testing.assert_close(single[1], hidden.mean(0), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(single[1], hidden.sum(0), atol=1e-2)
 
 
 def test_cache_hit_is_identical_and_does_not_load_the_model(tiny, tmp_path, monkeypatch):

@@ -12,7 +12,8 @@ def comfy_tokenizer_dir() -> Path:
     return comfyui_path() / "comfy" / "text_encoders" / "qwen25_tokenizer"
 
 
-def build_tiny_qwen2(folder: Path, keep_chat_template: bool = True, seed: int = 0) -> Path:
+def build_tiny_qwen2(folder: Path, keep_chat_template: bool = True, seed: int = 0, dtype=None) -> Path:
+    """Saved in ``dtype`` (default float32); config.json then names that dtype, like Qwen2.5's bfloat16."""
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
@@ -24,6 +25,8 @@ def build_tiny_qwen2(folder: Path, keep_chat_template: bool = True, seed: int = 
                          tie_word_embeddings=True)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config).eval()
+    if dtype is not None:
+        model = model.to(dtype)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
