@@ -75,6 +75,9 @@ class TrainConfig:
             raise ValueError("caption_dropout must be in [0, 1]")
         if not 0 <= self.min_timestep < self.max_timestep <= 1000:
             raise ValueError("need 0 ≤ min_timestep < max_timestep ≤ 1000")
+        if self.export_reference_bin and self.user_tokens > 1:
+            raise ValueError("--export-reference-bin needs --user-tokens 1: with more tokens the trainer uses joint "
+                             "attention, which the reference's loaders compute differently (docs/user-tokens.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
