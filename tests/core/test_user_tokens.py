@@ -21,7 +21,8 @@ def reference_dict(tokens: int, groups: int, seed: int = 0) -> dict:
     layers = {f"{i}.{kind}.{g}.weight": torch.randn(WIDTH, C, generator=gen)
               for i in range(len(ARCHITECTURES["sd15"].sites)) for g in range(groups)
               for kind in ("to_k_user", "to_v_user")}
-    proj = {"proj.weight": torch.randn(tokens * C, E, generator=gen), "proj.bias": torch.randn(tokens * C, generator=gen),
+    proj = {"proj.weight": torch.randn(tokens * C, E, generator=gen),
+            "proj.bias": torch.randn(tokens * C, generator=gen),
             "norm.weight": torch.randn(C, generator=gen), "norm.bias": torch.randn(C, generator=gen)}
     return {"psa_adapter": layers, "user_proj": proj}
 
@@ -131,3 +132,12 @@ def test_per_group_branch_is_the_sum_of_the_groups_values(tmp_path):
         keys, values = kv[i]
         assert keys.shape == (3, 2, WIDTH) and values.shape == (3, 1, WIDTH)
         assert (values[:, 0].double() - expected).abs().max() <= 1e-3 * expected.abs().max()
+
+
+def test_trainer_refuses_reference_export_of_a_joint_multi_token_run():
+    from training.config import resolve_config
+
+    base = ["--checkpoint", "x.safetensors", "--train-data", "d", "--embeddings", "e", "--output-dir", "o"]
+    assert resolve_config(base + ["--export-reference-bin"]).export_reference_bin
+    with pytest.raises(ValueError, match="--export-reference-bin needs --user-tokens 1"):
+        resolve_config(base + ["--export-reference-bin", "--user-tokens", "2"])
