@@ -41,7 +41,8 @@ class TrainConfig:
     precision: str = _opt("fp32", "autocast dtype for the UNet forward: fp32, fp16 or bf16 (weights stay fp32)",
                           choices=["fp32", "fp16", "bf16"])
     gradient_checkpointing: bool = _opt(False, "recompute the UNet forward in backward to save memory")
-    user_tokens: int = _opt(1, "user tokens T (1 in every released model)")
+    user_tokens: int = _opt(1, "user tokens T (1 in every released model; T > 1 trains joint attention over "
+                                "all tokens, see docs/user-tokens.md)")
     warm_start: str = _opt("", "start from an existing adapter file (native .safetensors or reference .bin)")
     seed: int = _opt(0, "seed for data order, noise, timesteps, dropout and flips")
     latent_cache: str = _opt("", "folder for a VAE latent cache reused across epochs and runs ('' = off)")
@@ -75,6 +76,9 @@ class TrainConfig:
             raise ValueError("caption_dropout must be in [0, 1]")
         if not 0 <= self.min_timestep < self.max_timestep <= 1000:
             raise ValueError("need 0 ≤ min_timestep < max_timestep ≤ 1000")
+        if self.export_reference_bin and self.user_tokens > 1:
+            raise ValueError("--export-reference-bin needs --user-tokens 1: with more tokens the trainer uses joint "
+                             "attention, which the reference's loaders compute differently (docs/user-tokens.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:

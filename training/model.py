@@ -91,6 +91,10 @@ def build_adapter(model_patcher, arch: str, embed_dim: int, user_tokens: int = 1
         if file_cfg.user_tokens != user_tokens:
             raise ModelMismatchError(f"warm-start adapter has {file_cfg.user_tokens} user tokens, "
                                      f"--user-tokens is {user_tokens}")
+        if (file_cfg.user_attention, file_cfg.user_groups) != (config.user_attention, config.user_groups):
+            raise ModelMismatchError(
+                f"warm-start adapter uses {file_cfg.user_attention} user attention with {file_cfg.user_groups} "
+                f"group(s); training uses {config.user_attention} with {config.user_groups} (docs/user-tokens.md)")
         adapter.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     return adapter.float().train().requires_grad_(True)
 

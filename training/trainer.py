@@ -270,7 +270,7 @@ class Trainer:
         path = self.out / "psa_adapter.safetensors"
         save_native(self.adapter, path, training=meta)
         if self.cfg.export_reference_bin:
-            save_reference_bin(self.adapter.state_dict(), self.out / "psa_adapter.bin")
+            save_reference_bin(self.adapter, self.out / "psa_adapter.bin")
         if self.metrics.records:
             plot(self.metrics.records, self.out / "training_plot.png")
         return path

@@ -6,9 +6,10 @@ q/k/v and ``attn2_output_patch(n, extra_options)`` after its ``to_out``, with th
 calling convention without importing ComfyUI:
 
 - :class:`PSAAdapterPatch` holds the adapter and the model's ``attn2`` modules (layer map
-  §3) and provides both callables. With one user token only the output patch works (the
-  branch is the constant ``V_user``); with T > 1 the pre-attention patch computes real
-  attention of the layer's queries over the user tokens.
+  §3) and provides both callables. In per-group attention (the reference's, any T; see
+  ``docs/user-tokens.md``) only the output patch works: every group attends over a single
+  key, so the branch is the constant sum of the groups' ``V_user``. In joint attention with
+  T > 1 the pre-attention patch computes real attention of the layer's queries over the tokens.
 - :class:`UserConditioning` holds one run's per-layer user keys/values (cond rows) and the
   null-profile keys/values (uncond rows), the PSA scale and the sigma window. It travels in
   ``transformer_options[USER_KEY]``, so changing the profile never touches the patched model.
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .modules import PSAAdapter
+from .modules import JOINT, PSAAdapter
 from .attention import output_delta, single_token_user_branch, user_attention
 from .layer_map import LayerSite, match_sites
 
@@ -179,7 +180,8 @@ class PSAAdapterPatch(_SharedOnCopy):
         self.index: dict[tuple[str, int, int], int] = {s.key: i for i, s in enumerate(sites)}
         self.sites: list[LayerSite] = list(sites)
         self._attn = list(sites.values())
-        self.multi_token = adapter.config.user_tokens > 1
+        config = adapter.config
+        self.multi_token = config.user_attention == JOINT and config.user_tokens > 1
         self.calls = 0
 
     # -- helpers ---------------------------------------------------------------------------
@@ -209,7 +211,7 @@ class PSAAdapterPatch(_SharedOnCopy):
 
     # -- ComfyUI patch callables -----------------------------------------------------------
     def attn2_patch(self, n: torch.Tensor, context, value, extra_options: dict):
-        """Before q/k/v (T > 1 only): ``Attn(q, K_user, V_user)`` with the layer's own ``to_q``."""
+        """Before q/k/v (joint, T > 1 only): ``Attn(q, K_user, V_user)`` with the layer's own ``to_q``."""
         user = self._user(extra_options)
         if user.is_active(extra_options.get("sigmas")):
             layer = self._layer(extra_options)

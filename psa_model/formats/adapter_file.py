@@ -2,21 +2,29 @@
 
 - **native** ``.safetensors`` (what ``training/`` writes): flat keys ``user_proj.proj.weight``,
   ``user_proj.proj.bias``, ``user_proj.norm.weight``, ``user_proj.norm.bias``,
-  ``layers.{i}.to_k_user.weight``, ``layers.{i}.to_v_user.weight``; metadata
-  ``psa_format=psa-native``, ``psa_format_version``, ``arch``, ``embed_dim``,
-  ``cross_attention_dim``, ``user_tokens``, ``layer_names`` (JSON), ``training`` (JSON, optional).
+  ``layers.{i}.to_k_user.weight``, ``layers.{i}.to_v_user.weight`` (group 0) and, for
+  G > 1 groups, ``layers.{i}.extra_groups.{g-1}.to_k_user.weight`` / ``…to_v_user.weight``;
+  metadata ``psa_format=psa-native``, ``psa_format_version``, ``arch``, ``embed_dim``,
+  ``cross_attention_dim``, ``user_tokens``, ``user_groups``, ``user_attention``
+  (``per-group`` | ``joint``, docs/user-tokens.md), ``layer_names`` (JSON), ``training`` (JSON,
+  optional). Version 2 marks per-group files with T > 1 or G > 1, which a version-1 reader
+  would evaluate jointly; everything else stays version 1.
 - **reference** ``psa_adapter.bin`` (reference §3): a pickled dict
-  ``{"psa_adapter": {"{i}.to_k_user.0.weight", "{i}.to_v_user.0.weight"}, "user_proj": {...}}``,
-  read with ``torch.load(weights_only=True)`` so no pickled code can run.
+  ``{"psa_adapter": {"{i}.to_k_user.{g}.weight", "{i}.to_v_user.{g}.weight"}, "user_proj": {...}}``
+  (g = 0..G-1, one group in every released file), read with ``torch.load(weights_only=True)``
+  so no pickled code can run. Always per-group attention.
 - **reference** ``.safetensors``: the same tensors with flat ``psa_adapter.`` / ``user_proj.`` prefixes.
 
 Conversions work on the raw tensors (dtypes kept), so reference → native → reference is bit-exact.
+A conversion that would change outputs (a joint multi-token adapter into the reference layout,
+whose loaders always use per-group attention) is refused.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -24,12 +32,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from ..adapter.modules import AdapterConfig, PSAAdapter
+from ..adapter.modules import JOINT, PER_GROUP, USER_ATTENTION_MODES, AdapterConfig, PSAAdapter, default_user_attention
 from ..adapter.layer_map import architecture, architecture_for_layer_count
 
 NATIVE_FORMAT = "psa-native"
-NATIVE_VERSION = "1"
+NATIVE_VERSION = "1"  # T = 1 or joint: what every version-1 reader computes correctly
+NATIVE_VERSION_PER_GROUP = "2"  # per-group with T > 1 or G > 1 (docs/user-tokens.md)
+NATIVE_VERSIONS = (NATIVE_VERSION, NATIVE_VERSION_PER_GROUP)
 _PROJ_KEYS = ("proj.weight", "proj.bias", "norm.weight", "norm.bias")
+_REFERENCE_KEY = re.compile(r"(\d+)\.(to_k_user|to_v_user)\.(\d+)\.weight")
+_KINDS = ("to_k_user", "to_v_user")
 
 
 class AdapterFormatError(ValueError):
@@ -64,17 +76,46 @@ def _from_reference(groups: dict[str, dict[str, torch.Tensor]], source: str) -> 
         if k not in groups["user_proj"]:
             raise AdapterFormatError(f"{source}: user_proj.{k} is missing")
         tensors[f"user_proj.{k}"] = groups["user_proj"][k]
-    layer_ids = sorted({int(k.split(".")[0]) for k in groups["psa_adapter"]})
+    parsed = {}
+    for key in groups["psa_adapter"]:
+        match = _REFERENCE_KEY.fullmatch(key)
+        if match is None:
+            raise AdapterFormatError(f"{source}: unexpected key psa_adapter.{key} (expected "
+                                     "'{layer}.to_k_user.{group}.weight' / '{layer}.to_v_user.{group}.weight')")
+        parsed[(int(match[1]), match[2], int(match[3]))] = groups["psa_adapter"][key]
+    layer_ids = sorted({i for i, _, _ in parsed})
     if layer_ids != list(range(len(layer_ids))):
         raise AdapterFormatError(f"{source}: adapter layer indices are not 0..{len(layer_ids) - 1}")
+    group_ids = sorted({g for _, _, g in parsed})
+    n_groups = len(group_ids)
+    if group_ids != list(range(n_groups)):
+        raise AdapterFormatError(f"{source}: user key/value group indices are {group_ids}, not 0..{n_groups - 1}")
     for i in layer_ids:
-        for kind in ("to_k_user", "to_v_user"):
-            key = f"{i}.{kind}.0.weight"
-            if key not in groups["psa_adapter"]:
-                raise AdapterFormatError(f"{source}: psa_adapter.{key} is missing")
-            tensors[f"layers.{i}.{kind}.weight"] = groups["psa_adapter"][key]
+        for g in group_ids:
+            for kind in _KINDS:
+                if (i, kind, g) not in parsed:
+                    raise AdapterFormatError(f"{source}: psa_adapter.{i}.{kind}.{g}.weight is missing (the file has "
+                                             f"{n_groups} groups; every layer needs to_k_user and to_v_user for each)")
+                tensors[canonical_layer_key(i, kind, g)] = parsed[(i, kind, g)]
     arch = architecture_for_layer_count(len(layer_ids))
-    return tensors, {"arch": arch.name}
+    return tensors, {"arch": arch.name, "user_attention": PER_GROUP}
+
+
+def canonical_layer_key(layer: int, kind: str, group: int) -> str:
+    """The native / :class:`PSAAdapter` name of layer ``layer``'s group ``group`` projection."""
+    if group == 0:
+        return f"layers.{layer}.{kind}.weight"
+    return f"layers.{layer}.extra_groups.{group - 1}.{kind}.weight"
+
+
+def _layer_key_parts(key: str) -> tuple[int, str, int]:
+    """Inverse of :func:`canonical_layer_key`: (layer, kind, group)."""
+    parts = key.split(".")
+    if len(parts) == 4:
+        return int(parts[1]), parts[2], 0
+    if len(parts) == 6 and parts[2] == "extra_groups":
+        return int(parts[1]), parts[4], int(parts[3]) + 1
+    raise AdapterFormatError(f"unexpected adapter tensor name {key!r}")
 
 
 def _split_prefixed(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
@@ -96,9 +137,10 @@ def read_adapter_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
             meta = dict(fh.metadata() or {})
             flat = {k: fh.get_tensor(k) for k in fh.keys()}
         if meta.get("psa_format") == NATIVE_FORMAT:
-            if meta.get("psa_format_version") != NATIVE_VERSION:
+            if meta.get("psa_format_version") not in NATIVE_VERSIONS:
                 raise AdapterFormatError(f"{source}: native format version {meta.get('psa_format_version')} "
-                                         f"is not supported (this pack reads {NATIVE_VERSION}); update the pack")
+                                         f"is not supported (this pack reads {', '.join(NATIVE_VERSIONS)}); "
+                                         "update the pack")
             return flat, meta
         try:
             return _from_reference(_split_prefixed(flat), source)
@@ -116,19 +158,59 @@ def read_adapter_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
     raise AdapterFormatError(f"{source}: unknown adapter file type {path.suffix!r} (use .safetensors or .bin)")
 
 
+def user_semantics(tensors: dict[str, torch.Tensor], meta: dict) -> tuple[int, int, str]:
+    """(T user tokens, G groups per layer, user attention mode) of an adapter's tensors + metadata.
+
+    T comes from the projection's shape, G from the layer keys, the mode from ``meta``
+    (``user_attention``; absent → :func:`default_user_attention`). A file whose G groups cannot
+    each be given a token (G > T), or that mixes group counts, is refused (docs/user-tokens.md).
+    """
+    for k in _PROJ_KEYS:
+        if f"user_proj.{k}" not in tensors:
+            raise AdapterFormatError(f"user_proj.{k} is missing")
+    proj = tensors["user_proj.proj.weight"]
+    c = int(tensors["user_proj.norm.weight"].shape[0])
+    if c < 1 or proj.shape[0] % c:
+        raise AdapterFormatError(f"user_proj.proj has {proj.shape[0]} outputs, not a multiple of the token width {c}")
+    tokens = int(proj.shape[0]) // c
+    groups_per_layer: dict[int, set[int]] = {}
+    for key in tensors:
+        if key.startswith("layers."):
+            layer, _, group = _layer_key_parts(key)
+            groups_per_layer.setdefault(layer, set()).add(group)
+    counts = sorted({len(g) for g in groups_per_layer.values()})
+    if len(counts) > 1:
+        raise AdapterFormatError(f"layers have different numbers of user key/value groups ({counts}); "
+                                 "the file is inconsistent")
+    n_groups = counts[0] if counts else 1
+    for name, found in (("user_tokens", tokens), ("user_groups", n_groups)):
+        if name in meta and str(meta[name]) != str(found):
+            raise AdapterFormatError(f"metadata says {name}={meta[name]} but the tensors have {found}")
+    attention = meta.get("user_attention") or default_user_attention(tokens)
+    if attention not in USER_ATTENTION_MODES:
+        raise AdapterFormatError(f"user_attention {attention!r} is not one of {USER_ATTENTION_MODES}")
+    if attention == JOINT and n_groups != 1:
+        raise AdapterFormatError(f"joint user attention needs one key/value group per layer, the file has {n_groups}")
+    if n_groups > tokens:
+        raise AdapterFormatError(
+            f"the file has {n_groups} user key/value groups per layer but its projection makes {tokens} user "
+            f"token(s): group g attends to token g alone, so groups {tokens}..{n_groups - 1} have no token and "
+            "their weights would be ignored; this file does not match its projection (docs/user-tokens.md)")
+    return tokens, n_groups, attention
+
+
 def config_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> AdapterConfig:
-    """Shapes (and the architecture named in ``meta``) → :class:`AdapterConfig`, checked."""
+    """Shapes (and the architecture and user attention named in ``meta``) → :class:`AdapterConfig`, checked."""
     arch = architecture(meta["arch"])
+    tokens, n_groups, attention = user_semantics(tensors, meta)
     n_layers = len({k.split(".")[1] for k in tensors if k.startswith("layers.")})
     if n_layers != len(arch.sites):
         raise AdapterFormatError(f"{arch.name} adapters have {len(arch.sites)} layers, file has {n_layers}")
     proj = tensors["user_proj.proj.weight"]
     c = int(tensors["user_proj.norm.weight"].shape[0])
-    if proj.shape[0] % c:
-        raise AdapterFormatError(f"user_proj.proj has {proj.shape[0]} outputs, not a multiple of the token width {c}")
     dims = tuple(int(tensors[f"layers.{i}.to_v_user.weight"].shape[0]) for i in range(n_layers))
-    config = AdapterConfig(arch=arch.name, layer_dims=dims, embed_dim=int(proj.shape[1]),
-                           cross_attention_dim=c, user_tokens=int(proj.shape[0]) // c)
+    config = AdapterConfig(arch=arch.name, layer_dims=dims, embed_dim=int(proj.shape[1]), cross_attention_dim=c,
+                           user_tokens=tokens, user_groups=n_groups, user_attention=attention)
     if c != arch.cross_attention_dim:
         raise AdapterFormatError(f"token width {c} does not match {arch.name}'s text width {arch.cross_attention_dim}")
     return config
@@ -141,7 +223,11 @@ def load_adapter(path: str | Path, dtype: torch.dtype = torch.float32) -> PSAAda
     if broken:
         raise AdapterFormatError(f"{Path(path).name}: tensors {broken[:4]} contain NaN or Inf values; the adapter "
                                  "file is damaged or its training diverged — re-export or retrain it")
-    adapter = PSAAdapter(config_from_tensors(tensors, meta))
+    try:
+        config = config_from_tensors(tensors, meta)
+    except AdapterFormatError as exc:
+        raise AdapterFormatError(f"{Path(path).name}: {exc}") from None
+    adapter = PSAAdapter(config)
     adapter.load_state_dict({k: v.to(dtype) for k, v in tensors.items()}, strict=True)
     return adapter.to(dtype).eval().requires_grad_(False)
 
@@ -149,10 +235,12 @@ def load_adapter(path: str | Path, dtype: torch.dtype = torch.float32) -> PSAAda
 # -- writing -------------------------------------------------------------------------------
 def native_metadata(config: AdapterConfig, training: dict | None = None) -> dict[str, str]:
     arch = config.architecture
+    needs_v2 = config.user_attention == PER_GROUP and (config.user_tokens > 1 or config.user_groups > 1)
     meta = {
-        "psa_format": NATIVE_FORMAT, "psa_format_version": NATIVE_VERSION, "arch": config.arch,
-        "embed_dim": str(config.embed_dim), "cross_attention_dim": str(config.cross_attention_dim),
-        "user_tokens": str(config.user_tokens), "layer_names": json.dumps([str(s) for s in arch.sites]),
+        "psa_format": NATIVE_FORMAT, "psa_format_version": NATIVE_VERSION_PER_GROUP if needs_v2 else NATIVE_VERSION,
+        "arch": config.arch, "embed_dim": str(config.embed_dim), "cross_attention_dim": str(config.cross_attention_dim),
+        "user_tokens": str(config.user_tokens), "user_groups": str(config.user_groups),
+        "user_attention": config.user_attention, "layer_names": json.dumps([str(s) for s in arch.sites]),
     }
     if training:
         meta["training"] = json.dumps(training, sort_keys=True)
@@ -171,26 +259,46 @@ def save_native(adapter_or_tensors, path: str | Path, meta: dict | None = None, 
     atomic_write_bytes(Path(path), safetensors_bytes(tensors, metadata=meta))
 
 
-def _to_reference_groups(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+def _to_reference_groups(adapter_or_tensors, meta: dict | None) -> dict[str, dict[str, torch.Tensor]]:
+    """Reference-layout groups; refuses adapters whose outputs the reference would compute differently.
+
+    The reference always uses per-group attention (docs/user-tokens.md); a joint adapter with
+    T > 1 would silently give other images there. ``meta`` names the mode of bare tensors
+    (absent → :func:`default_user_attention`, i.e. joint for T > 1, as the trainer wrote them).
+    """
+    if isinstance(adapter_or_tensors, PSAAdapter):
+        tensors = adapter_or_tensors.state_dict()
+        meta = {"user_attention": adapter_or_tensors.config.user_attention}
+    else:
+        tensors = adapter_or_tensors
+    tokens, _, attention = user_semantics(tensors, meta or {})
+    if attention != PER_GROUP and tokens > 1:
+        raise AdapterFormatError(
+            f"this adapter uses joint attention over {tokens} user tokens; the reference layout is always read "
+            "with per-group attention (one token per key/value group), which would change its outputs. Keep it "
+            "in the native format (docs/user-tokens.md)")
     groups: dict[str, dict[str, torch.Tensor]] = {"psa_adapter": {}, "user_proj": {}}
     for key, value in tensors.items():
         if key.startswith("user_proj."):
             groups["user_proj"][key[len("user_proj."):]] = value.detach().cpu().contiguous()
         else:
-            _, i, kind, _ = key.split(".")
-            groups["psa_adapter"][f"{i}.{kind}.0.weight"] = value.detach().cpu().contiguous()
+            i, kind, g = _layer_key_parts(key)
+            groups["psa_adapter"][f"{i}.{kind}.{g}.weight"] = value.detach().cpu().contiguous()
     return groups
 
 
-def save_reference_bin(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
-    """The reference ``psa_adapter.bin`` layout (a plain tensor pickle), written atomically."""
+def save_reference_bin(adapter_or_tensors, path: str | Path, meta: dict | None = None) -> None:
+    """The reference ``psa_adapter.bin`` layout (a plain tensor pickle), written atomically.
+
+    Accepts a :class:`PSAAdapter` or canonical tensors + their metadata; refuses joint multi-token
+    adapters (see :func:`_to_reference_groups`)."""
     buf = io.BytesIO()
-    torch.save(_to_reference_groups(tensors), buf)
+    torch.save(_to_reference_groups(adapter_or_tensors, meta), buf)
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def save_reference_safetensors(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+def save_reference_safetensors(adapter_or_tensors, path: str | Path, meta: dict | None = None) -> None:
     """The reference ``.safetensors`` variant (flat ``psa_adapter.`` / ``user_proj.`` keys)."""
-    groups = _to_reference_groups(tensors)
+    groups = _to_reference_groups(adapter_or_tensors, meta)
     flat = {f"{g}.{k}": v for g, items in groups.items() for k, v in items.items()}
     atomic_write_bytes(Path(path), safetensors_bytes(flat))

@@ -4,6 +4,8 @@
 
 Without ``--to`` the target follows OUT's name: ``*.bin`` → reference pickle; ``*.safetensors``
 → native (use ``--to reference-safetensors`` for the reference's flat safetensors variant).
+Conversions never change what an adapter computes: reference files become per-group native
+files, and a joint multi-token native file cannot become a reference file (docs/user-tokens.md).
 """
 from __future__ import annotations
 
@@ -30,9 +32,9 @@ def convert(src: Path, dst: Path, target: str | None = None) -> str:
             training = json.loads(meta["training"])
         save_native(tensors, dst, meta=meta, training=training)
     elif target == "reference-bin":
-        save_reference_bin(tensors, dst)
+        save_reference_bin(tensors, dst, meta)
     else:
-        save_reference_safetensors(tensors, dst)
+        save_reference_safetensors(tensors, dst, meta)
     return target
 
 

@@ -51,9 +51,9 @@ def _max_diff(a, b):
     return max(diffs)
 
 
-def _models(base, arch_name, tokens_t, seed=3):
+def _models(base, arch_name, tokens_t, attention="", seed=3):
     sites = match_sites(architecture(arch_name), base.get_model_object("diffusion_model"))
-    config = adapter_config_for_model(arch_name, sites, embed_dim=64, user_tokens=tokens_t)
+    config = adapter_config_for_model(arch_name, sites, embed_dim=64, user_tokens=tokens_t, user_attention=attention)
     # Moderate user-branch weights: with large ones the random 70-layer SDXL fixture amplifies
     # fp32 rounding (the reference itself differs fp32 vs fp64 by ~1e-3 at kv_std 0.2, T = 3).
     adapter = random_adapter(config, seed=seed, kv_std=0.05)
@@ -62,17 +62,19 @@ def _models(base, arch_name, tokens_t, seed=3):
 
 @pytest.mark.parametrize("arch_name", ["sd15", "sdxl"])
 @pytest.mark.parametrize("cfg", [1.0, 4.0])
-@pytest.mark.parametrize("tokens_t", [1, 3])
-def test_patch_matches_reference_attention(arch_name, cfg, tokens_t, sd15_checkpoint, sdxl_unet):
+@pytest.mark.parametrize("tokens_t, attention", [(1, "per-group"), (3, "joint")])
+def test_patch_matches_reference_attention(arch_name, cfg, tokens_t, attention, sd15_checkpoint, sdxl_unet):
+    """T = 1 (the reference's case) and the pack's joint multi-token mode; reference-format files
+    with several tokens (per-group attention) are checked in test_multitoken.py."""
     base = sd15_checkpoint[0] if arch_name == "sd15" else sdxl_unet
-    adapter, sites = _models(base, arch_name, tokens_t)
+    adapter, sites = _models(base, arch_name, tokens_t, attention)
     profiles = random_embeddings(2, 64, seed=5)
     scale = 0.8
     pos, neg = _conds(arch_name, 2, seed=7)
     noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(11))
 
     ours = attach_profile(attach_adapter(base, adapter), profiles, scale=scale)
-    reference = install_reference(base, adapter.state_dict(), sites, profiles, scale, tokens_t)
+    reference = install_reference(base, adapter.state_dict(), sites, profiles, scale, tokens_t, attention)
     eps_ours = _noise_predictions(ours, noise, pos, neg, cfg)
     eps_ref = _noise_predictions(reference, noise, pos, neg, cfg)
     eps_base = _noise_predictions(base, noise, pos, neg, cfg)
