@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,6 +21,25 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACK_LINK_NAME = "ComfyUI-PSA"
+
+
+# ComfyUI's start-up table "Import times for custom nodes": one line per module it tried to load.
+_IMPORT_TIME_LINE = re.compile(r"^\s*\d+(?:\.\d+)? seconds(?P<failed> \(IMPORT FAILED\))?: (?P<path>.+?)\s*$")
+
+
+def custom_node_imports(log: str) -> dict[Path, bool]:
+    """ComfyUI's custom-node import table from a server log: module path (resolved) → loaded without error.
+
+    A module is identified by the file or folder ComfyUI loaded, so a pack is found by its path, not
+    by a substring that another module's path (e.g. a checkout named ``ComfyUI-PSA`` holding the
+    host tree) could also contain.
+    """
+    table = {}
+    for line in log.splitlines():
+        match = _IMPORT_TIME_LINE.match(line)
+        if match:
+            table[Path(match["path"]).resolve()] = match["failed"] is None
+    return table
 
 
 class ServerError(RuntimeError):
@@ -66,6 +86,15 @@ class ComfyServer:
         self.client_id = uuid.uuid4().hex
 
     @property
+    def pack_path(self) -> Path:
+        """Where this pack sits in the host's ``custom_nodes`` (scripts/provision.sh links it there)."""
+        return self.comfyui_path / "custom_nodes" / PACK_LINK_NAME
+
+    def pack_imported(self) -> bool | None:
+        """Whether ComfyUI loaded this pack without error (None: not in its import table at all)."""
+        return custom_node_imports(self.log_text()).get(self.pack_path.resolve())
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -74,6 +103,7 @@ class ComfyServer:
         if port_in_use(self.port):
             raise ServerError(f"port {self.port} is already in use; stop the other server or pick another port")
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        (self.work_dir / "input").mkdir(exist_ok=True)  # ComfyUI's video/API nodes fail to load without it
         args = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                 "--output-directory", str(self.output_dir), "--input-directory", str(self.work_dir / "input"),
                 "--temp-directory", str(self.work_dir), "--disable-auto-launch",
