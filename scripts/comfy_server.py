@@ -46,6 +46,10 @@ class ServerError(RuntimeError):
     """The server did not start, died, or a prompt failed; the message includes the log tail."""
 
 
+class PromptRejected(ServerError):
+    """``/prompt`` refused the graph before running it (validation); the message names node, input and reason."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,12 +61,45 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def write_extra_model_paths(models_dir: Path, path: Path) -> Path:
-    """An ``extra_model_paths.yaml`` that adds ``models_dir``'s subfolders to ComfyUI's folders."""
+def write_extra_model_paths(models_dir: Path | None, path: Path,
+                            extra_folders: dict[str, list[Path]] | None = None) -> Path:
+    """An ``extra_model_paths.yaml`` that adds ``models_dir``'s subfolders to ComfyUI's folders.
+
+    ``extra_folders`` (model kind → folders) are registered too, ahead of every other folder of
+    their kind (``is_default``), so files given by path are found under their own name first.
+    """
     kinds = ["checkpoints", "diffusion_models", "vae", "loras", "controlnet", "psa_adapters", "psa_profiles"]
-    lines = ["psa_test_models:", f"  base_path: {models_dir}"] + [f"  {k}: {k}" for k in kinds]
+    lines = []
+    if models_dir is not None:
+        lines += ["psa_test_models:", f"  base_path: {models_dir}"] + [f"  {k}: {k}" for k in kinds]
+    if extra_folders:
+        lines += ["psa_given_files:", "  is_default: true"]
+        for kind, folders in extra_folders.items():
+            lines += [f"  {kind}: |"] + [f"    {Path(folder).resolve()}" for folder in dict.fromkeys(folders)]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def prompt_rejection(body: dict) -> str:
+    """ComfyUI's answer to a rejected ``/prompt`` (HTTP 400) as lines of node, input and reason."""
+    lines = []
+    for node_id, node in sorted((body.get("node_errors") or {}).items(), key=lambda item: str(item[0])):
+        for err in node.get("errors", []):
+            where = f"node {node_id} ({node.get('class_type', '?')})"
+            input_name = (err.get("extra_info") or {}).get("input_name")
+            if input_name:
+                where += f", input '{input_name}'"
+            reason = err.get("message", "")
+            if err.get("details"):
+                reason += f": {err['details']}"
+            lines.append(f"{where}: {reason}")
+    if not lines:
+        error = body.get("error") or {}
+        reason = error.get("message", "") if isinstance(error, dict) else str(error)
+        if isinstance(error, dict) and error.get("details"):
+            reason += f": {error['details']}"
+        lines.append(reason or "the server gave no reason")
+    return "\n".join(lines)
 
 
 class ComfyServer:
@@ -70,7 +107,7 @@ class ComfyServer:
 
     def __init__(self, comfyui_path: Path, python: str = sys.executable, models_dir: Path | None = None,
                  port: int | None = None, work_dir: Path | None = None, start_timeout: float = 180.0,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, extra_folders: dict[str, list[Path]] | None = None) -> None:
         self.comfyui_path = Path(comfyui_path)
         if not (self.comfyui_path / "main.py").is_file():
             raise ServerError(f"{self.comfyui_path} has no main.py: not a ComfyUI tree (check COMFYUI_PATH)")
@@ -80,6 +117,7 @@ class ComfyServer:
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="psa-comfy-"))
         self.start_timeout = start_timeout
         self.extra_args = extra_args or []
+        self.extra_folders = extra_folders or {}
         self.log_path = self.work_dir / "server.log"
         self.output_dir = self.work_dir / "output"
         self.proc: subprocess.Popen | None = None
@@ -108,8 +146,9 @@ class ComfyServer:
                 "--output-directory", str(self.output_dir), "--input-directory", str(self.work_dir / "input"),
                 "--temp-directory", str(self.work_dir), "--disable-auto-launch",
                 "--database-url", f"sqlite:///{self.work_dir / 'comfy.db'}", *self.extra_args]
-        if self.models_dir is not None:
-            args += ["--extra-model-paths-config", str(write_extra_model_paths(self.models_dir, self.work_dir / "paths.yaml"))]
+        if self.models_dir is not None or self.extra_folders:
+            paths = write_extra_model_paths(self.models_dir, self.work_dir / "paths.yaml", self.extra_folders)
+            args += ["--extra-model-paths-config", str(paths)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, cwd=self.comfyui_path, stdout=self._log, stderr=subprocess.STDOUT,
@@ -157,7 +196,15 @@ class ComfyServer:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.read()
         except urllib.error.HTTPError as exc:
-            raise ServerError(f"{path} answered HTTP {exc.code}: {exc.read().decode(errors='replace')[:4000]}") from None
+            text = exc.read().decode(errors="replace")
+            if path == "/prompt" and exc.code == 400:
+                try:
+                    body = json.loads(text)
+                except json.JSONDecodeError:
+                    body = None
+                if isinstance(body, dict):
+                    raise PromptRejected(f"the server rejected the workflow:\n{prompt_rejection(body)}") from None
+            raise ServerError(f"{path} answered HTTP {exc.code}: {text[:4000]}") from None
 
     def get_json(self, path: str, timeout: float = 30.0):
         return json.loads(self._request(path, timeout=timeout))

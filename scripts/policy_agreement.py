@@ -1,4 +1,4 @@
-"""Agreement of a rule policy with the Sage users' ``Banned_Categories`` (issue 5).
+"""Agreement of a rule policy with the Sage users' ``Banned_Categories`` (README: Profiles from attributes).
 
     python scripts/policy_agreement.py [path/to/sage_users.csv] [--policy NAME]
 
@@ -56,10 +56,13 @@ def format_table(stats: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("table", nargs="?", type=Path, default=DEFAULT_TABLE)
-    parser.add_argument("--policy", default=DEFAULT_POLICY, choices=list(POLICIES))
+    parser = argparse.ArgumentParser(prog="python scripts/policy_agreement.py", description=__doc__.splitlines()[0])
+    parser.add_argument("table", nargs="?", type=Path, default=DEFAULT_TABLE,
+                        help="the Sage users table, sage_users.csv (default: the shared data's copy)")
+    parser.add_argument("--policy", default=DEFAULT_POLICY, choices=list(POLICIES), help="the rule policy to score")
     args = parser.parse_args()
+    if not args.table.is_file():
+        parser.error(f"table {args.table}: no such file; give the path to sage_users.csv (the published Sage data)")
     print(f"policy: {args.policy}; table: {args.table}")
     print(format_table(agreement(args.table, args.policy)))
 
