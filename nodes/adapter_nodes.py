@@ -50,6 +50,10 @@ class PSAModelPatcher(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, adapter_name) -> bool | str:
+        return folders.check_choice("adapter_name", adapter_name, folders.adapter_files(), "models/psa_adapters")
+
+    @classmethod
     def execute(cls, model, adapter_name: str) -> io.NodeOutput:
         return io.NodeOutput(attach_adapter(model, load_adapter_file(adapter_name)))
 

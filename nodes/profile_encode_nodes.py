@@ -144,6 +144,11 @@ class PSAProfilePolicy(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, profile_file) -> bool | str:
+        return folders.check_choice("profile_file", profile_file, [NO_FILE, *attribute_profile_files()],
+                                    "models/psa_profiles as an attribute-only .json")
+
+    @classmethod
     def execute(cls, profile_file, age, gender, religion, mental_condition, physical_condition, forbidden_source,
                 forbidden) -> io.NodeOutput:
         if profile_file != NO_FILE:
@@ -201,6 +206,12 @@ class PSAEncodeProfileLLM(io.ComfyNode):
             outputs=[Profile.Output(display_name="profile", tooltip="The user profile (embedding + labels)."),
                      io.String.Output(display_name="summary", tooltip="Forbidden/allowed categories and cache status.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, llm_name, template) -> bool | str:
+        found = folders.check_choice("llm_name", llm_name, llm_folders(), "models/LLM or models/psa_llm")
+        return found if found is not True else folders.check_choice("template", template, template_files(),
+                                                                     "the LLM folders")
 
     @classmethod
     def execute(cls, profile_spec, llm_name, template, embedding_size, cache, category_prompt="") -> io.NodeOutput:

@@ -38,6 +38,10 @@ class PSALoadProfile(io.ComfyNode):
                                                "attributes out of the workflow and the image metadata.")])
 
     @classmethod
+    def validate_inputs(cls, profile_name) -> bool | str:
+        return folders.check_choice("profile_name", profile_name, folders.profile_files(), "models/psa_profiles")
+
+    @classmethod
     def execute(cls, profile_name: str) -> io.NodeOutput:
         return _outputs(load_profile_file(folders.full_path(folders.PROFILES, profile_name)))
 
