@@ -1,4 +1,7 @@
-"""Small argparse helpers shared by the scripts' command lines (errors as ``error:`` lines, README: CLIs)."""
+"""Small argparse helpers shared by the scripts' command lines.
+
+Mistakes end as one ``error:`` line naming the option (README: From clone to a real image).
+"""
 from __future__ import annotations
 
 import argparse

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="run_demo", description=__doc__.split("\n\n")[0],
         epilog="Without --checkpoint/--adapter/--profiles it runs the demo smoke model. Each flag also reads an "
                "environment variable (PSA_MODELS_DIR, PSA_CHECKPOINT, PSA_ADAPTER, PSA_PROFILES, PSA_SIZE, PSA_STEPS, "
-               "PSA_OUTPUT). See the README: Fresh machine, and Models, adapters and profiles.")
+               "PSA_OUTPUT). See the README: From clone to a real image.")
     parser.add_argument("--models-dir", type=Path, default=env("PSA_MODELS_DIR"), metavar="DIR",
                         help="a ComfyUI models folder (checkpoints/, psa_adapters/, psa_profiles/) in which the "
                              "names below are looked up")

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m training.train_psa",
         description="Train a PSA adapter with Diffusion-DPO through ComfyUI's model code (README: Training). "
                     "Options may also come from a JSON file (--config); command-line values win.",
-        epilog="Run it with the Python that has ComfyUI's requirements (README: Which Python).",
+        epilog="Run it with the Python that has ComfyUI's requirements (README: From clone to a real image).",
     )
     required = p.add_argument_group("required (on the command line or in --config)")
     optional = p.add_argument_group("options")

@@ -198,7 +198,7 @@ class StructuredProfile:
 
 def check_attribute_values(data: dict, source: str) -> None:
     """Raise :class:`ProfileError` if an attribute in ``data`` (age, gender, …; Sage column names too) has a
-    value an attribute-only profile would refuse. Other keys are not looked at here (README: Profiles)."""
+    value an attribute-only profile would refuse. Other keys are not looked at here (README: Files and folders)."""
     given = {}
     for key, value in data.items():
         field = _KEYS.get(str(key).strip().lower())
