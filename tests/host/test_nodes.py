@@ -93,3 +93,10 @@ def test_pack_registers_through_the_versioned_node_schema(pack):
     classes = asyncio.run(extension.get_node_list())
     assert all(issubclass(cls, io.ComfyNode) for cls in classes)
     assert {"PSAModelPatcher", "PSAKSampler", "PSAProfilePolicy"} <= {cls.GET_SCHEMA().node_id for cls in classes}
+
+
+def test_file_inputs_are_checked_before_running(pack):
+    patcher = pack.node_class("PSAModelPatcher")
+    message = patcher.validate_inputs(adapter_name="no_such_adapter.safetensors")
+    assert message.startswith("adapter_name 'no_such_adapter.safetensors' is not in models/psa_adapters")
+    assert pack.node_class("PSAClearProfileCache").execute(confirm=False)[0] == "nothing deleted (confirm is off)"
