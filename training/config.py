@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run it with the Python that has ComfyUI's requirements (README: From clone to a real image).",
     )
     required = p.add_argument_group("required (on the command line or in --config)")
-    optional = p.add_argument_group("options")
+    optional = p.add_argument_group("training options")
     optional.add_argument("--config", default="", metavar="FILE",
                           help="JSON file with any of the options below (keys use underscores)")
     for f in fields(TrainConfig):
