@@ -2,7 +2,8 @@
 
 ComfyUI imports this folder as a package by path. The pure-torch core (``psa_model``) and the
 training package are importable as top-level packages from the pack's own folder, exactly as
-they are from a checkout (``python -m training.train_psa``); the node classes live in ``nodes/``.
+they are from a checkout (``python -m training.train_psa``); the node classes live in ``nodes/``
+(``io.ComfyNode`` classes registered through ``comfy_entrypoint``).
 """
 import os
 import sys
@@ -15,8 +16,10 @@ if _PACK_DIR not in sys.path:
 try:
     import folder_paths  # noqa: F401  (present exactly when running inside ComfyUI)
 except ImportError:  # imported as a plain package (pytest, tools): there is no node graph to register with
-    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
+    __all__: list[str] = []
 else:
-    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+    # ComfyUI's versioned node schema: the loader calls comfy_entrypoint() for the node list. There is
+    # deliberately no NODE_CLASS_MAPPINGS: the loader would take that (V1) path instead.
+    from .nodes import comfy_entrypoint
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+    __all__ = ["comfy_entrypoint"]

@@ -1,19 +1,32 @@
-"""ComfyUI node classes of the PSA pack (a thin layer over ``psa_model``)."""
+"""ComfyUI node classes of the PSA pack (a thin layer over ``psa_model``), on ComfyUI's versioned node schema.
+
+Every node is an ``io.ComfyNode`` of ``comfy_api.latest`` (README, "Nodes"); ComfyUI
+registers them through :func:`comfy_entrypoint`, which returns the pack's ``ComfyExtension``.
+"""
 from __future__ import annotations
 
 import importlib
+
+from comfy_api.latest import ComfyExtension, io
 
 from . import folders
 
 folders.register()
 
-# Each module exports NODES = {class_name: (class, display name)}.
+# Each module exports NODES = [node classes], in menu order.
 _MODULES = ("adapter_nodes", "profile_nodes", "sampler_nodes", "image_nodes", "profile_encode_nodes")
 
-NODE_CLASS_MAPPINGS: dict[str, type] = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
-for _name in _MODULES:
-    _module = importlib.import_module(f".{_name}", __name__)
-    for _key, (_cls, _display) in _module.NODES.items():
-        NODE_CLASS_MAPPINGS[_key] = _cls
-        NODE_DISPLAY_NAME_MAPPINGS[_key] = _display
+NODE_LIST: list[type[io.ComfyNode]] = [cls for name in _MODULES
+                                       for cls in importlib.import_module(f".{name}", __name__).NODES]
+
+
+class PSAExtension(ComfyExtension):
+    """The pack as a ComfyUI extension: its node list."""
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODE_LIST)
+
+
+async def comfy_entrypoint() -> PSAExtension:
+    """What ComfyUI's custom-node loader calls to register the pack's nodes."""
+    return PSAExtension()

@@ -5,6 +5,8 @@ import functools
 import os
 from pathlib import Path
 
+from comfy_api.latest import io
+
 from psa_model.formats.adapter_file import load_adapter
 from psa_model.adapter.patch import attach_adapter
 
@@ -26,27 +28,34 @@ def load_adapter_file(name: str):
     return _cached_adapter(str(path), stat.st_mtime_ns, stat.st_size)
 
 
-class PSAModelPatcher:
+class PSAModelPatcher(io.ComfyNode):
     """Adds the adapter's user cross-attention to a copy of the model (the input MODEL is untouched)."""
 
-    DESCRIPTION = ("Loads a PSA adapter from models/psa_adapters and adds its user cross-attention layers to "
-                   "every cross-attention layer of the UNet. Follow it with PSA Apply Profile or PSA KSampler.")
-    CATEGORY = CATEGORY
-    FUNCTION = "patch"
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("psa_model",)
-    OUTPUT_TOOLTIPS = ("The model with PSA layers; it needs a profile before sampling.",)
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PSAModelPatcher",
+            display_name="PSA Model Patcher",
+            category=CATEGORY,
+            description=("Loads a PSA adapter from models/psa_adapters and adds its user cross-attention layers to "
+                         "every cross-attention layer of the UNet. Follow it with PSA Apply Profile or PSA KSampler."),
+            inputs=[
+                io.Model.Input("model", tooltip="An SD1.5 or SDXL model (LoRAs may be applied before or after)."),
+                io.Combo.Input("adapter_name", options=folders.adapter_files(),
+                               tooltip="PSA adapter file in models/psa_adapters: native .safetensors, reference "
+                                       "psa_adapter.bin or its .safetensors variant."),
+            ],
+            outputs=[io.Model.Output(display_name="psa_model",
+                                     tooltip="The model with PSA layers; it needs a profile before sampling.")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "An SD1.5 or SDXL model (LoRAs may be applied before or after)."}),
-            "adapter_name": (folders.adapter_files(), {"tooltip": "PSA adapter file in models/psa_adapters: native "
-                             ".safetensors, reference psa_adapter.bin or its .safetensors variant."}),
-        }}
+    def validate_inputs(cls, adapter_name) -> bool | str:
+        return folders.check_choice("adapter_name", adapter_name, folders.adapter_files(), "models/psa_adapters")
 
-    def patch(self, model, adapter_name: str):
-        return (attach_adapter(model, load_adapter_file(adapter_name)),)
+    @classmethod
+    def execute(cls, model, adapter_name: str) -> io.NodeOutput:
+        return io.NodeOutput(attach_adapter(model, load_adapter_file(adapter_name)))
 
 
-NODES = {"PSAModelPatcher": (PSAModelPatcher, "PSA Model Patcher")}
+NODES = [PSAModelPatcher]

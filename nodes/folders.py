@@ -55,3 +55,16 @@ def sage_folder() -> Path:
             return Path(folder)
     raise FileNotFoundError(f"no {SAGE_EMBEDDINGS_DIR}/ folder in {folders}: copy the published Sage embeddings "
                             f"({{User_ID}}.npy) into <psa_profiles>/{SAGE_EMBEDDINGS_DIR}/ and sage_users.csv beside it")
+
+
+def check_choice(input_name: str, value, options: list[str], where: str) -> bool | str:
+    """A node's ``validate_inputs`` answer for a file list: True, or what is wrong and how to fix it.
+
+    ComfyUI checks the value of an old-style list input against its choices before running, but
+    not that of a node-schema ``Combo``; this puts the check back for the inputs that name files,
+    so a workflow naming a missing file is refused up front, as before, with the input named.
+    """
+    if not isinstance(value, str) or value in options:  # a linked value is checked when the node runs
+        return True
+    shown = ", ".join(options[:10]) + (f", … ({len(options)} in all)" if len(options) > 10 else "")
+    return f"{input_name} '{value}' is not in {where} (there: {shown or 'nothing'}); put the file there and refresh"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+from comfy_api.latest import io
 
 from .adapter_nodes import CATEGORY
 
@@ -20,24 +21,25 @@ def image_grid(images: torch.Tensor, columns: int, gap: int) -> torch.Tensor:
     return grid[None]
 
 
-class PSAImageGrid:
-    DESCRIPTION = "Tiles an image batch into one grid image (image i of the batch ↔ profile i of a profile batch)."
-    CATEGORY = CATEGORY
-    FUNCTION = "grid"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("grid",)
-    OUTPUT_TOOLTIPS = ("The grid image.",)
+class PSAImageGrid(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PSAImageGrid",
+            display_name="PSA Image Grid",
+            category=CATEGORY,
+            description="Tiles an image batch into one grid image (image i of the batch ↔ profile i of a profile batch).",
+            inputs=[
+                io.Image.Input("images", tooltip="An image batch, e.g. one image per profile."),
+                io.Int.Input("columns", default=3, min=1, max=16, tooltip="Images per row."),
+                io.Int.Input("gap", default=4, min=0, max=64, tooltip="White gap between images, in pixels."),
+            ],
+            outputs=[io.Image.Output(display_name="grid", tooltip="The grid image.")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "images": ("IMAGE", {"tooltip": "An image batch, e.g. one image per profile."}),
-            "columns": ("INT", {"default": 3, "min": 1, "max": 16, "tooltip": "Images per row."}),
-            "gap": ("INT", {"default": 4, "min": 0, "max": 64, "tooltip": "White gap between images, in pixels."}),
-        }}
-
-    def grid(self, images, columns: int, gap: int):
-        return (image_grid(images, columns, gap),)
+    def execute(cls, images, columns: int, gap: int) -> io.NodeOutput:
+        return io.NodeOutput(image_grid(images, columns, gap))
 
 
-NODES = {"PSAImageGrid": (PSAImageGrid, "PSA Image Grid")}
+NODES = [PSAImageGrid]

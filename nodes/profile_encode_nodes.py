@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import folder_paths
+from comfy_api.latest import io
 
 from psa_model.profiles.embedding_cache import EmbeddingCache, encode_with_cache
 from psa_model.profiles.embedding_check import encoding_summary
@@ -28,9 +29,10 @@ from psa_model.profiles.sage_nearest import nearest_sage_user
 
 from . import folders
 from .adapter_nodes import CATEGORY
-from .profile_nodes import PROFILE
+from .profile_nodes import Profile
 
 SPEC = "PSA_PROFILE_SPEC"
+ProfileSpec = io.Custom(SPEC)
 LLM_FOLDERS = ("LLM", "psa_llm")
 NOT_GIVEN = "(not given)"
 NO_FILE = "(none: use the widgets)"
@@ -106,46 +108,61 @@ def _given(value: str) -> str | None:
     return None if value == NOT_GIVEN else value
 
 
-class PSAProfilePolicy:
-    DESCRIPTION = ("Builds a validated profile from attributes (or an attribute-only .json in models/psa_profiles) "
-                   "and decides its forbidden categories: by the Sage policy (derived from the labels the published "
-                   "adapters were trained on; the default, best for PSA Nearest Sage User), by the rule policy (the "
-                   "rules the PSA reference prompt states), or explicitly. Shows forbidden/allowed and the rules "
-                   "that fired as text.")
-    CATEGORY = CATEGORY
-    FUNCTION = "build"
-    RETURN_TYPES = (SPEC, "STRING", "STRING", "STRING")
-    RETURN_NAMES = ("profile_spec", "forbidden", "allowed", "explanation")
-    OUTPUT_TOOLTIPS = ("Validated profile (attributes + categories), to encode with the LLM or match to a Sage user.",
-                       "Forbidden categories, comma-separated.", "Allowed categories, comma-separated.",
-                       "Which rules fired, and the rule table.")
+class PSAProfilePolicy(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        def opt(values):
+            return [NOT_GIVEN, *values]
+        return io.Schema(
+            node_id="PSAProfilePolicy",
+            display_name="PSA Profile Policy",
+            category=CATEGORY,
+            description=("Builds a validated profile from attributes (or an attribute-only .json in models/psa_profiles) "
+                         "and decides its forbidden categories: by the Sage policy (derived from the labels the "
+                         "published adapters were trained on; the default, best for PSA Nearest Sage User), by the "
+                         "rule policy (the rules the PSA reference prompt states), or explicitly. Shows "
+                         "forbidden/allowed and the rules that fired as text."),
+            inputs=[
+                io.Combo.Input("profile_file", options=[NO_FILE, *attribute_profile_files()],
+                               tooltip="Attribute-only profile .json in models/psa_profiles. When chosen, the attribute "
+                                       "widgets are ignored — and the attributes stay out of the workflow and image "
+                                       "metadata."),
+                io.Int.Input("age", default=-1, min=-1, max=120,
+                             tooltip="Age in years (0–120); -1 = not given. Saved in the workflow."),
+                io.Combo.Input("gender", options=opt(GENDERS),
+                               tooltip="Gender (Sage vocabulary). Saved in the workflow."),
+                io.Combo.Input("religion", options=opt(RELIGIONS),
+                               tooltip="Religion (Sage vocabulary). Saved in the workflow."),
+                io.Combo.Input("mental_condition", options=opt(MENTAL_CONDITIONS),
+                               tooltip="Mental condition or trauma history (Sage vocabulary). Saved in the workflow."),
+                io.Combo.Input("physical_condition", options=opt(PHYSICAL_CONDITIONS),
+                               tooltip="Physical condition (Sage vocabulary). Saved in the workflow."),
+                io.Combo.Input("forbidden_source", options=list(SOURCES),
+                               tooltip="Sage policy: the table derived from the Sage users' labels (matches them for "
+                                       "every Sage user); rule policy: the reference prompt's rules; explicit: the "
+                                       "list below (or the file's 'forbidden'); LLM: decided later by PSA Encode "
+                                       "Profile with a category prompt."),
+                io.String.Input("forbidden", default="",
+                                tooltip="Comma-separated categories (Hate, Harassment, Violence, Self-Harm, Sexuality, "
+                                        "Shocking, Propaganda); only for 'explicit'."),
+            ],
+            outputs=[
+                ProfileSpec.Output(display_name="profile_spec", tooltip="Validated profile (attributes + categories), "
+                                   "to encode with the LLM or match to a Sage user."),
+                io.String.Output(display_name="forbidden", tooltip="Forbidden categories, comma-separated."),
+                io.String.Output(display_name="allowed", tooltip="Allowed categories, comma-separated."),
+                io.String.Output(display_name="explanation", tooltip="Which rules fired, and the rule table."),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        opt = lambda values: [NOT_GIVEN, *values]  # noqa: E731
-        return {"required": {
-            "profile_file": ([NO_FILE, *attribute_profile_files()], {
-                "tooltip": "Attribute-only profile .json in models/psa_profiles. When chosen, the attribute widgets "
-                           "are ignored — and the attributes stay out of the workflow and image metadata."}),
-            "age": ("INT", {"default": -1, "min": -1, "max": 120,
-                            "tooltip": "Age in years (0–120); -1 = not given. Saved in the workflow."}),
-            "gender": (opt(GENDERS), {"tooltip": "Gender (Sage vocabulary). Saved in the workflow."}),
-            "religion": (opt(RELIGIONS), {"tooltip": "Religion (Sage vocabulary). Saved in the workflow."}),
-            "mental_condition": (opt(MENTAL_CONDITIONS), {"tooltip": "Mental condition or trauma history (Sage "
-                                                          "vocabulary). Saved in the workflow."}),
-            "physical_condition": (opt(PHYSICAL_CONDITIONS), {"tooltip": "Physical condition (Sage vocabulary). "
-                                                              "Saved in the workflow."}),
-            "forbidden_source": (list(SOURCES), {"tooltip": "Sage policy: the table derived from the Sage "
-                                                 "users' labels (matches them for every Sage user); rule policy: the "
-                                                 "reference prompt's rules; explicit: the list below (or the file's "
-                                                 "'forbidden'); LLM: decided later by PSA Encode Profile with a "
-                                                 "category prompt."}),
-            "forbidden": ("STRING", {"default": "", "tooltip": "Comma-separated categories (Hate, Harassment, "
-                                     "Violence, Self-Harm, Sexuality, Shocking, Propaganda); only for 'explicit'."}),
-        }}
+    def validate_inputs(cls, profile_file) -> bool | str:
+        return folders.check_choice("profile_file", profile_file, [NO_FILE, *attribute_profile_files()],
+                                    "models/psa_profiles as an attribute-only .json")
 
-    def build(self, profile_file, age, gender, religion, mental_condition, physical_condition, forbidden_source,
-              forbidden):
+    @classmethod
+    def execute(cls, profile_file, age, gender, religion, mental_condition, physical_condition, forbidden_source,
+                forbidden) -> io.NodeOutput:
         if profile_file != NO_FILE:
             spec = load_structured_profile(folders.full_path(folders.PROFILES, profile_file))
         else:
@@ -168,53 +185,66 @@ class PSAProfilePolicy:
                                                "name": spec.name})
             explanation = "forbidden categories: to be decided by the LLM in PSA Encode Profile"
         fmt = lambda c: "undecided" if c is None else (", ".join(c) or "nothing")  # noqa: E731
-        return (spec, fmt(spec.forbidden), fmt(spec.allowed), explanation)
+        return io.NodeOutput(spec, fmt(spec.forbidden), fmt(spec.allowed), explanation)
 
 
-class PSAEncodeProfileLLM:
-    DESCRIPTION = ("Encodes a profile spec with a local LLM by the published recipe (template → chat template → "
-                   "mean of the last hidden states in the model's dtype; categories as Python lists). Offline only; "
-                   "the published adapters need Qwen2.5-7B-Instruct (3584) and the reference template. The summary "
-                   "lists the recipe and the embedding's norm. Results are cached on disk per recipe.")
-    CATEGORY = CATEGORY
-    FUNCTION = "encode"
-    RETURN_TYPES = (PROFILE, "STRING")
-    RETURN_NAMES = ("profile", "summary")
-    OUTPUT_TOOLTIPS = ("The user profile (embedding + labels).", "Forbidden/allowed categories, the recipe, model and "
-                       "template identity, the embedding's norm (with a warning when off the published range) and "
-                       "cache status.")
+class PSAEncodeProfileLLM(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PSAEncodeProfileLLM",
+            display_name="PSA Encode Profile (LLM)",
+            category=CATEGORY,
+            description=("Encodes a profile spec with a local LLM by the published recipe (template → chat template → "
+                         "mean of the last hidden states in the model's dtype; categories as Python lists). Offline "
+                         "only; the published adapters need Qwen2.5-7B-Instruct (3584) and the reference template. "
+                         "The summary lists the recipe and the embedding's norm. Results are cached on disk per "
+                         "recipe."),
+            inputs=[
+                ProfileSpec.Input("profile_spec", tooltip="From PSA Profile Policy."),
+                io.Combo.Input("llm_name", options=llm_folders(),
+                               tooltip="Hugging Face causal-LM folder in models/LLM or models/psa_llm."),
+                io.Combo.Input("template", options=template_files(),
+                               tooltip="Profile text template (.txt in the LLM folders) with <<AGE>> <<AGE_GROUP>> "
+                                       "<<GENDER>> <<RELIGION>> <<MENTAL>> <<PHYSICAL>> <<BANNED>> <<ALLOWED>>."),
+                io.Int.Input("embedding_size", default=3584, min=0, max=65536,
+                             tooltip="The adapter's embedding size (3584 for the published adapters); 0 = do not "
+                                     "check."),
+                io.Combo.Input("cache", options=["use", "refresh", "off"],
+                               tooltip="use: reuse embeddings computed before; refresh: recompute and overwrite; "
+                                       "off: no cache."),
+                io.String.Input("category_prompt", multiline=True, default="", optional=True,
+                                tooltip="Only when the spec's categories are undecided: a prompt containing "
+                                        "<<USER_DATA>>; the LLM's answer is scanned for category names."),
+                io.Combo.Input("pooling", options=list(POOLING_CHOICES), optional=True,
+                               tooltip="mean: the published recipe (what the published adapters were trained on); "
+                                       "sum: the reference's later pipeline variant, about token-count times larger."),
+                io.Combo.Input("precision", options=list(DTYPE_CHOICES), optional=True,
+                               tooltip="model dtype: run and pool in the dtype config.json names (bfloat16 for "
+                                       "Qwen2.5, also on CPU), as published; float32: slower, not the published "
+                                       "numbers."),
+                io.Combo.Input("category_notation", options=list(NOTATION_CHOICES), optional=True,
+                               tooltip="How <<BANNED>>/<<ALLOWED>> are written: ['Propaganda', 'Sexuality'] as in "
+                                       "the Sage table (published), or Sexuality, Propaganda."),
+                io.Combo.Input("religion_none", options=list(RELIGION_NONE_CHOICES), optional=True,
+                               tooltip="The text for religion 'None': the published run read it as a missing value "
+                                       "and wrote 'nan'."),
+            ],
+            outputs=[Profile.Output(display_name="profile", tooltip="The user profile (embedding + labels)."),
+                     io.String.Output(display_name="summary", tooltip="Forbidden/allowed categories, the recipe, model "
+                                      "and template identity, the embedding's norm (with a warning when off the "
+                                      "published range) and cache status.")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "profile_spec": (SPEC, {"tooltip": "From PSA Profile Policy."}),
-            "llm_name": (llm_folders(), {"tooltip": "Hugging Face causal-LM folder in models/LLM or models/psa_llm."}),
-            "template": (template_files(), {"tooltip": "Profile text template (.txt in the LLM folders) with "
-                                            "<<AGE>> <<AGE_GROUP>> <<GENDER>> <<RELIGION>> <<MENTAL>> <<PHYSICAL>> "
-                                            "<<BANNED>> <<ALLOWED>>."}),
-            "embedding_size": ("INT", {"default": 3584, "min": 0, "max": 65536, "tooltip": "The adapter's "
-                                       "embedding size (3584 for the published adapters); 0 = do not check."}),
-            "cache": (["use", "refresh", "off"], {"tooltip": "use: reuse embeddings computed before; refresh: "
-                                                  "recompute and overwrite; off: no cache."}),
-        }, "optional": {
-            "category_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "Only when the spec's "
-                                           "categories are undecided: a prompt containing <<USER_DATA>>; the LLM's "
-                                           "answer is scanned for category names."}),
-            "pooling": (list(POOLING_CHOICES), {"tooltip": "mean: the published recipe (what the published adapters "
-                                                "were trained on); sum: the reference's later pipeline variant, about "
-                                                "token-count times larger."}),
-            "precision": (list(DTYPE_CHOICES), {"tooltip": "model dtype: run and pool in the dtype config.json names "
-                                                "(bfloat16 for Qwen2.5, also on CPU), as published; float32: slower, "
-                                                "not the published numbers."}),
-            "category_notation": (list(NOTATION_CHOICES), {"tooltip": "How <<BANNED>>/<<ALLOWED>> are written: "
-                                                           "['Propaganda', 'Sexuality'] as in the Sage table "
-                                                           "(published), or Sexuality, Propaganda."}),
-            "religion_none": (list(RELIGION_NONE_CHOICES), {"tooltip": "The text for religion 'None': the published "
-                                                            "run read it as a missing value and wrote 'nan'."}),
-        }}
+    def validate_inputs(cls, llm_name, template) -> bool | str:
+        found = folders.check_choice("llm_name", llm_name, llm_folders(), "models/LLM or models/psa_llm")
+        return found if found is not True else folders.check_choice("template", template, template_files(),
+                                                                     "the LLM folders")
 
-    def encode(self, profile_spec, llm_name, template, embedding_size, cache, category_prompt="", pooling=None,
-               precision=None, category_notation=None, religion_none=None):
+    @classmethod
+    def execute(cls, profile_spec, llm_name, template, embedding_size, cache, category_prompt="", pooling=None,
+                precision=None, category_notation=None, religion_none=None) -> io.NodeOutput:
         import comfy.model_management as mm
         import comfy.utils
 
@@ -253,52 +283,52 @@ class PSAEncodeProfileLLM:
         note = "cache hit" if hits else "encoded"
         if derived is not None:
             note += "; categories derived by the LLM"
-        return (profile, encoding_summary(profile, folder, text, recipe, note))
+        return io.NodeOutput(profile, encoding_summary(profile, folder, text, recipe, note))
 
 
-class PSANearestSageUser:
-    DESCRIPTION = ("The no-LLM path: picks the Sage user whose forbidden set equals the spec's (then the most similar "
-                   "attributes) among the users with an embedding in <psa_profiles>/sage_embeddings, and loads it.")
-    CATEGORY = CATEGORY
-    FUNCTION = "resolve"
-    RETURN_TYPES = (PROFILE, "INT", "STRING")
-    RETURN_NAMES = ("profile", "user_id", "summary")
-    OUTPUT_TOOLTIPS = ("The nearest Sage user's profile.", "Its User_ID.", "Why it was chosen.")
+class PSANearestSageUser(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PSANearestSageUser",
+            display_name="PSA Nearest Sage User",
+            category=CATEGORY,
+            description=("The no-LLM path: picks the Sage user whose forbidden set equals the spec's (then the most "
+                         "similar attributes) among the users with an embedding in <psa_profiles>/sage_embeddings, "
+                         "and loads it."),
+            inputs=[ProfileSpec.Input("profile_spec", tooltip="From PSA Profile Policy (undecided categories: "
+                                      "attributes only).")],
+            outputs=[Profile.Output(display_name="profile", tooltip="The nearest Sage user's profile."),
+                     io.Int.Output(display_name="user_id", tooltip="Its User_ID."),
+                     io.String.Output(display_name="summary", tooltip="Why it was chosen.")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"profile_spec": (SPEC, {"tooltip": "From PSA Profile Policy (undecided categories: "
-                                                     "attributes only)."})}}
-
-    def resolve(self, profile_spec):
+    def execute(cls, profile_spec) -> io.NodeOutput:
         folder = folders.sage_folder()
         match = nearest_sage_user(profile_spec, folder)
         profile = load_sage_user(folder, match.user_id)
-        return (profile, int(match.user_id), f"{profile.describe()}\n{match.explain()}")
+        return io.NodeOutput(profile, int(match.user_id), f"{profile.describe()}\n{match.explain()}")
 
 
-class PSAClearProfileCache:
-    DESCRIPTION = "Deletes every cached LLM profile embedding (user/psa_embedding_cache)."
-    CATEGORY = CATEGORY
-    FUNCTION = "clear"
-    OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("report",)
-    OUTPUT_TOOLTIPS = ("How many cache files were deleted.",)
+class PSAClearProfileCache(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PSAClearProfileCache",
+            display_name="PSA Clear Profile Cache",
+            category=CATEGORY,
+            description="Deletes every cached LLM profile embedding (user/psa_embedding_cache).",
+            is_output_node=True,
+            inputs=[io.Boolean.Input("confirm", default=False, tooltip="Must be on to delete.")],
+            outputs=[io.String.Output(display_name="report", tooltip="How many cache files were deleted.")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"confirm": ("BOOLEAN", {"default": False, "tooltip": "Must be on to delete."})}}
-
-    def clear(self, confirm):
+    def execute(cls, confirm) -> io.NodeOutput:
         if not confirm:
-            return ("nothing deleted (confirm is off)",)
-        return (f"deleted {cache().clear()} cached embeddings",)
+            return io.NodeOutput("nothing deleted (confirm is off)")
+        return io.NodeOutput(f"deleted {cache().clear()} cached embeddings")
 
 
-NODES = {
-    "PSAProfilePolicy": (PSAProfilePolicy, "PSA Profile Policy"),
-    "PSAEncodeProfileLLM": (PSAEncodeProfileLLM, "PSA Encode Profile (LLM)"),
-    "PSANearestSageUser": (PSANearestSageUser, "PSA Nearest Sage User"),
-    "PSAClearProfileCache": (PSAClearProfileCache, "PSA Clear Profile Cache"),
-}
+NODES = [PSAProfilePolicy, PSAEncodeProfileLLM, PSANearestSageUser, PSAClearProfileCache]

@@ -1,24 +1,52 @@
 """Apply a profile to a PSA model, or sample with one (KSampler + profile)."""
 from __future__ import annotations
 
+import comfy.samplers
 import nodes as comfy_nodes
+from comfy_api.latest import io
 
 from psa_model.adapter.patch import PSAError, attach_profile, installed_adapter
 
 from .adapter_nodes import CATEGORY
-from .profile_nodes import PROFILE
+from .profile_nodes import Profile
 
-_PROFILE_INPUTS = {
-    "profile": (PROFILE, {"tooltip": "User profile(s): one for the whole batch, or one per latent."}),
-    "psa_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 5.0, "step": 0.05,
-                            "tooltip": "Strength s of the user branch (1.0 = as trained; 0 = off, identical to the base)."}),
-}
-_WINDOW_INPUTS = {
-    "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                "tooltip": "Apply PSA from this fraction of the schedule on."}),
-    "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                              "tooltip": "Stop applying PSA after this fraction of the schedule."}),
-}
+
+def _profile_inputs() -> list[io.Input]:
+    return [
+        Profile.Input("profile", tooltip="User profile(s): one for the whole batch, or one per latent."),
+        io.Float.Input("psa_scale", default=1.0, min=0.0, max=5.0, step=0.05,
+                       tooltip="Strength s of the user branch (1.0 = as trained; 0 = off, identical to the base)."),
+    ]
+
+
+def _window_inputs() -> list[io.Input]:
+    return [
+        io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                       tooltip="Apply PSA from this fraction of the schedule on."),
+        io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                       tooltip="Stop applying PSA after this fraction of the schedule."),
+    ]
+
+
+def _ksampler_inputs() -> list[io.Input]:
+    """KSampler's own inputs after ``model``, with the ranges and tooltips the running ComfyUI gives them."""
+    base = comfy_nodes.KSampler.INPUT_TYPES()["required"]
+
+    def opts(name: str, *keys: str) -> dict:
+        return {k: base[name][1][k] for k in (*keys, "tooltip") if k in base[name][1]}
+
+    number = ("default", "min", "max", "step")
+    return [
+        io.Int.Input("seed", **opts("seed", *number, "control_after_generate")),
+        io.Int.Input("steps", **opts("steps", *number)),
+        io.Float.Input("cfg", **opts("cfg", *number, "round")),
+        io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, **opts("sampler_name")),
+        io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, **opts("scheduler")),
+        io.Conditioning.Input("positive", **opts("positive")),
+        io.Conditioning.Input("negative", **opts("negative")),
+        io.Latent.Input("latent_image", **opts("latent_image")),
+        io.Float.Input("denoise", **opts("denoise", *number)),
+    ]
 
 
 def apply_profile(model, profile, psa_scale: float, start_percent: float = 0.0, end_percent: float = 1.0):
@@ -38,42 +66,42 @@ def apply_profile(model, profile, psa_scale: float, start_percent: float = 0.0, 
         raise PSAError(f"profile {profile.names()} does not fit the adapter: {exc}") from None
 
 
-class PSAApplyProfile:
-    DESCRIPTION = ("Conditions a PSA model on a user profile, for any sampler (KSampler Advanced, SamplerCustom...). "
-                   "Changing only the profile re-uses the loaded, patched model.")
-    CATEGORY = CATEGORY
-    FUNCTION = "apply"
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The PSA model conditioned on the profile.",)
+class PSAApplyProfile(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PSAApplyProfile",
+            display_name="PSA Apply Profile",
+            category=CATEGORY,
+            description=("Conditions a PSA model on a user profile, for any sampler (KSampler Advanced, "
+                         "SamplerCustom...). Changing only the profile re-uses the loaded, patched model."),
+            inputs=[io.Model.Input("model", tooltip="Output of PSA Model Patcher."), *_profile_inputs(),
+                    *_window_inputs()],
+            outputs=[io.Model.Output(display_name="model", tooltip="The PSA model conditioned on the profile.")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL", {"tooltip": "Output of PSA Model Patcher."}), **_PROFILE_INPUTS,
-                             **_WINDOW_INPUTS}}
-
-    def apply(self, model, profile, psa_scale, start_percent=0.0, end_percent=1.0):
-        return (apply_profile(model, profile, psa_scale, start_percent, end_percent),)
+    def execute(cls, model, profile, psa_scale, start_percent=0.0, end_percent=1.0) -> io.NodeOutput:
+        return io.NodeOutput(apply_profile(model, profile, psa_scale, start_percent, end_percent))
 
 
-class PSAKSampler:
-    DESCRIPTION = ("KSampler with a user profile: denoises with the PSA model conditioned on the profile. Raises "
-                   "instead of returning an unpersonalized image if the PSA layers did not run.")
-    CATEGORY = CATEGORY
-    FUNCTION = "sample"
-    RETURN_TYPES = ("LATENT",)
-    OUTPUT_TOOLTIPS = ("The denoised latent.",)
+class PSAKSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PSAKSampler",
+            display_name="PSA KSampler (profile)",
+            category=CATEGORY,
+            description=("KSampler with a user profile: denoises with the PSA model conditioned on the profile. "
+                         "Raises instead of returning an unpersonalized image if the PSA layers did not run."),
+            inputs=[io.Model.Input("model", tooltip="Output of PSA Model Patcher."), *_profile_inputs(),
+                    *_ksampler_inputs(), *_window_inputs()],
+            outputs=[io.Latent.Output(tooltip="The denoised latent.")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        base = comfy_nodes.KSampler.INPUT_TYPES()["required"]
-        required = {"model": ("MODEL", {"tooltip": "Output of PSA Model Patcher."}), **_PROFILE_INPUTS}
-        required.update({k: v for k, v in base.items() if k != "model"})
-        required.update(_WINDOW_INPUTS)
-        return {"required": required}
-
-    def sample(self, model, profile, psa_scale, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-               latent_image, denoise=1.0, start_percent=0.0, end_percent=1.0):
+    def execute(cls, model, profile, psa_scale, seed, steps, cfg, sampler_name, scheduler, positive, negative,
+                latent_image, denoise=1.0, start_percent=0.0, end_percent=1.0) -> io.NodeOutput:
         personal = apply_profile(model, profile, psa_scale, start_percent, end_percent)
         patch = installed_adapter(personal.model_options)
         before = patch.calls
@@ -82,9 +110,7 @@ class PSAKSampler:
         if psa_scale != 0.0 and patch.calls == before:
             raise PSAError("the PSA layers never ran during sampling (another patch replaced the attention, or no "
                            "step fell inside start/end percent); refusing to return an unpersonalized image")
-        return out
+        return io.NodeOutput(*out)
 
-NODES = {
-    "PSAApplyProfile": (PSAApplyProfile, "PSA Apply Profile"),
-    "PSAKSampler": (PSAKSampler, "PSA KSampler (profile)"),
-}
+
+NODES = [PSAApplyProfile, PSAKSampler]

@@ -1,4 +1,4 @@
-"""Training performance, measured side by side (issue 4, "Performance"; CPU).
+"""Training performance, measured side by side on CPU (README: Training, measured performance).
 
 1. ``memory``/``time``: Diffusion-DPO steps on a full-size SD1.5-shaped UNet (random weights,
    860 M parameters, small latents) in two layouts:
@@ -33,6 +33,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from scripts.cli import positive_int  # noqa: E402
 
 SD15_FULL = dict(image_size=32, in_channels=4, out_channels=4, model_channels=320, channel_mult=[1, 2, 4, 4],
                  num_res_blocks=[2, 2, 2, 2], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
@@ -244,16 +246,18 @@ def bench_latent_cache(work: Path, unet: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each layout")
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench_training", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=positive_int, default=4, metavar="N", help="timed steps per run (default: 4)")
+    parser.add_argument("--repeats", type=positive_int, default=2, metavar="N",
+                        help="alternating runs of each layout (default: 2)")
     parser.add_argument("--only", choices=["memory", "cache"])
     parser.add_argument("--cache-unet", choices=["full", "tiny", "both"], default="both",
                         help="UNet for the latent-cache epochs")
     parser.add_argument("--malloc", choices=["trainer", "default"], default="trainer",
                         help="allocator for both layouts: the trainer's setting (training.allocator) or glibc's")
     parser.add_argument("--worker", choices=["shared", "copy", "both"], help=argparse.SUPPRESS)
-    parser.add_argument("--work", type=Path, default=REPO_ROOT / ".cache" / "bench_training")
+    parser.add_argument("--work", type=Path, default=REPO_ROOT / ".cache" / "bench_training", metavar="DIR",
+                        help="working folder (default: .cache/bench_training)")
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(step_worker(args.worker, args.steps, args.malloc)))

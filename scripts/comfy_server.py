@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,8 +23,31 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PACK_LINK_NAME = "ComfyUI-PSA"
 
 
+# ComfyUI's start-up table "Import times for custom nodes": one line per module it tried to load.
+_IMPORT_TIME_LINE = re.compile(r"^\s*\d+(?:\.\d+)? seconds(?P<failed> \(IMPORT FAILED\))?: (?P<path>.+?)\s*$")
+
+
+def custom_node_imports(log: str) -> dict[Path, bool]:
+    """ComfyUI's custom-node import table from a server log: module path (resolved) → loaded without error.
+
+    A module is identified by the file or folder ComfyUI loaded, so a pack is found by its path, not
+    by a substring that another module's path (e.g. a checkout named ``ComfyUI-PSA`` holding the
+    host tree) could also contain.
+    """
+    table = {}
+    for line in log.splitlines():
+        match = _IMPORT_TIME_LINE.match(line)
+        if match:
+            table[Path(match["path"]).resolve()] = match["failed"] is None
+    return table
+
+
 class ServerError(RuntimeError):
     """The server did not start, died, or a prompt failed; the message includes the log tail."""
+
+
+class PromptRejected(ServerError):
+    """``/prompt`` refused the graph before running it (validation); the message names node, input and reason."""
 
 
 def free_port() -> int:
@@ -37,12 +61,45 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def write_extra_model_paths(models_dir: Path, path: Path) -> Path:
-    """An ``extra_model_paths.yaml`` that adds ``models_dir``'s subfolders to ComfyUI's folders."""
+def write_extra_model_paths(models_dir: Path | None, path: Path,
+                            extra_folders: dict[str, list[Path]] | None = None) -> Path:
+    """An ``extra_model_paths.yaml`` that adds ``models_dir``'s subfolders to ComfyUI's folders.
+
+    ``extra_folders`` (model kind → folders) are registered too, ahead of every other folder of
+    their kind (``is_default``), so files given by path are found under their own name first.
+    """
     kinds = ["checkpoints", "diffusion_models", "vae", "loras", "controlnet", "psa_adapters", "psa_profiles"]
-    lines = ["psa_test_models:", f"  base_path: {models_dir}"] + [f"  {k}: {k}" for k in kinds]
+    lines = []
+    if models_dir is not None:
+        lines += ["psa_test_models:", f"  base_path: {models_dir}"] + [f"  {k}: {k}" for k in kinds]
+    if extra_folders:
+        lines += ["psa_given_files:", "  is_default: true"]
+        for kind, folders in extra_folders.items():
+            lines += [f"  {kind}: |"] + [f"    {Path(folder).resolve()}" for folder in dict.fromkeys(folders)]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def prompt_rejection(body: dict) -> str:
+    """ComfyUI's answer to a rejected ``/prompt`` (HTTP 400) as lines of node, input and reason."""
+    lines = []
+    for node_id, node in sorted((body.get("node_errors") or {}).items(), key=lambda item: str(item[0])):
+        for err in node.get("errors", []):
+            where = f"node {node_id} ({node.get('class_type', '?')})"
+            input_name = (err.get("extra_info") or {}).get("input_name")
+            if input_name:
+                where += f", input '{input_name}'"
+            reason = err.get("message", "")
+            if err.get("details"):
+                reason += f": {err['details']}"
+            lines.append(f"{where}: {reason}")
+    if not lines:
+        error = body.get("error") or {}
+        reason = error.get("message", "") if isinstance(error, dict) else str(error)
+        if isinstance(error, dict) and error.get("details"):
+            reason += f": {error['details']}"
+        lines.append(reason or "the server gave no reason")
+    return "\n".join(lines)
 
 
 class ComfyServer:
@@ -50,7 +107,7 @@ class ComfyServer:
 
     def __init__(self, comfyui_path: Path, python: str = sys.executable, models_dir: Path | None = None,
                  port: int | None = None, work_dir: Path | None = None, start_timeout: float = 180.0,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, extra_folders: dict[str, list[Path]] | None = None) -> None:
         self.comfyui_path = Path(comfyui_path)
         if not (self.comfyui_path / "main.py").is_file():
             raise ServerError(f"{self.comfyui_path} has no main.py: not a ComfyUI tree (check COMFYUI_PATH)")
@@ -60,10 +117,20 @@ class ComfyServer:
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="psa-comfy-"))
         self.start_timeout = start_timeout
         self.extra_args = extra_args or []
+        self.extra_folders = extra_folders or {}
         self.log_path = self.work_dir / "server.log"
         self.output_dir = self.work_dir / "output"
         self.proc: subprocess.Popen | None = None
         self.client_id = uuid.uuid4().hex
+
+    @property
+    def pack_path(self) -> Path:
+        """Where this pack sits in the host's ``custom_nodes`` (scripts/provision.sh links it there)."""
+        return self.comfyui_path / "custom_nodes" / PACK_LINK_NAME
+
+    def pack_imported(self) -> bool | None:
+        """Whether ComfyUI loaded this pack without error (None: not in its import table at all)."""
+        return custom_node_imports(self.log_text()).get(self.pack_path.resolve())
 
     @property
     def url(self) -> str:
@@ -74,12 +141,14 @@ class ComfyServer:
         if port_in_use(self.port):
             raise ServerError(f"port {self.port} is already in use; stop the other server or pick another port")
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        (self.work_dir / "input").mkdir(exist_ok=True)  # ComfyUI's video/API nodes fail to load without it
         args = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                 "--output-directory", str(self.output_dir), "--input-directory", str(self.work_dir / "input"),
                 "--temp-directory", str(self.work_dir), "--disable-auto-launch",
                 "--database-url", f"sqlite:///{self.work_dir / 'comfy.db'}", *self.extra_args]
-        if self.models_dir is not None:
-            args += ["--extra-model-paths-config", str(write_extra_model_paths(self.models_dir, self.work_dir / "paths.yaml"))]
+        if self.models_dir is not None or self.extra_folders:
+            paths = write_extra_model_paths(self.models_dir, self.work_dir / "paths.yaml", self.extra_folders)
+            args += ["--extra-model-paths-config", str(paths)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, cwd=self.comfyui_path, stdout=self._log, stderr=subprocess.STDOUT,
@@ -127,7 +196,15 @@ class ComfyServer:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.read()
         except urllib.error.HTTPError as exc:
-            raise ServerError(f"{path} answered HTTP {exc.code}: {exc.read().decode(errors='replace')[:4000]}") from None
+            text = exc.read().decode(errors="replace")
+            if path == "/prompt" and exc.code == 400:
+                try:
+                    body = json.loads(text)
+                except json.JSONDecodeError:
+                    body = None
+                if isinstance(body, dict):
+                    raise PromptRejected(f"the server rejected the workflow:\n{prompt_rejection(body)}") from None
+            raise ServerError(f"{path} answered HTTP {exc.code}: {text[:4000]}") from None
 
     def get_json(self, path: str, timeout: float = 30.0):
         return json.loads(self._request(path, timeout=timeout))

@@ -1,4 +1,4 @@
-"""Proof that PSA training learns *user-conditioned* preferences (issue 4, item 9), on CPU.
+"""Proof that PSA training learns *user-conditioned* preferences, on CPU (README: Training).
 
 1. A synthetic Sage-format data set whose preferences conflict across users: for the same
    caption, users who forbid the category prefer the safe drawing, the others the explicit one.
@@ -26,6 +26,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from scripts.cli import positive_int  # noqa: E402
 
 FIXTURE = REPO_ROOT / ".cache" / "fixtures" / "sd15_tiny.safetensors"
 DATA_ARGS = dict(users=16, val_users=8, captions=8, val_captions=4, categories=1, embed_dim=64, image_size=64)
@@ -89,11 +91,16 @@ def run_proof(out: Path, dpo_steps: int = 40, denoise_steps: int = 120, seed: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / ".cache" / "proof_learning")
-    parser.add_argument("--dpo-steps", type=int, default=40)
-    parser.add_argument("--denoise-steps", type=int, default=120)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(prog="python -m scripts.proof_learning", description=__doc__.split("\n\n")[0],
+                                     epilog="Passes when held-out accuracy is ≥ 0.85 with the real embeddings and "
+                                            "≤ 0.65 with zeroed ones (exit status 0; 1 when it fails).")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / ".cache" / "proof_learning", metavar="DIR",
+                        help="working folder: data set, fitted base, both runs (default: .cache/proof_learning)")
+    parser.add_argument("--dpo-steps", type=positive_int, default=40, metavar="N",
+                        help="Diffusion-DPO optimizer steps of each run (default: 40)")
+    parser.add_argument("--denoise-steps", type=positive_int, default=120, metavar="N",
+                        help="steps fitting the tiny base to denoise the drawings (default: 120)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data, fitting and training (default: 0)")
     args = parser.parse_args(argv)
     results = run_proof(args.out, args.dpo_steps, args.denoise_steps, args.seed)
     print(json.dumps(results, indent=1))

@@ -10,6 +10,7 @@ tests can check that the two still say the same thing.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -140,6 +141,48 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))
+
+
+def with_profile_count(api: dict, count: int) -> dict:
+    """A copy of a comparison graph (PSA Load Profile nodes → PSA Profile Batch → sampler) for ``count`` profiles.
+
+    The load and batch nodes are rebuilt (a batch node takes up to four inputs, so more profiles
+    chain batch nodes: profile_1 of the next one is the previous batch); the latent batch size and
+    the image grid's columns follow the profile count.
+    """
+    if count < 1:
+        raise ValueError(f"need at least one profile, got {count}")
+    out = json.loads(json.dumps(api))
+    batch_ids = [k for k, v in out.items() if v["class_type"] == "PSAProfileBatch"]
+    load_ids = [k for k, v in out.items() if v["class_type"] == "PSALoadProfile"]
+    if not batch_ids or not load_ids:
+        raise ValueError("not a comparison graph: it needs PSA Load Profile nodes and a PSA Profile Batch")
+    removed = set(batch_ids) | set(load_ids)
+    consumers = [(node, name) for k, node in out.items() if k not in removed
+                 for name, value in node["inputs"].items() if isinstance(value, list) and value[0] in batch_ids]
+    for k in removed:
+        del out[k]
+    next_id = max(int(k) for k in list(out) + list(removed)) + 1
+    loads = []
+    for _ in range(count):
+        out[str(next_id)] = {"class_type": "PSALoadProfile", "inputs": {"profile_name": ""}}
+        loads.append([str(next_id), 0])
+        next_id += 1
+    head, rest = loads[0], loads[1:]
+    while rest:  # each batch node: the running batch + up to three more profiles
+        take, rest = rest[:3], rest[3:]
+        out[str(next_id)] = {"class_type": "PSAProfileBatch",
+                             "inputs": {f"profile_{i + 1}": link for i, link in enumerate([head, *take])}}
+        head = [str(next_id), 0]
+        next_id += 1
+    for node, name in consumers:
+        node["inputs"][name] = head
+    for node in out.values():
+        if node["class_type"] == "EmptyLatentImage":
+            node["inputs"]["batch_size"] = count
+        if node["class_type"] == "PSAImageGrid":
+            node["inputs"]["columns"] = count if count <= 4 else math.ceil(math.sqrt(count))
+    return out
 
 
 def substitute(api: dict, checkpoint: str | None = None, adapter: str | None = None,

@@ -1,6 +1,7 @@
 """Training configuration: one dataclass, the CLI options generated from it, JSON config files.
 
-Defaults follow the reference recipe (reference note §4) except where noted in the help text.
+Defaults follow the published PSA training recipe (README, "Training") except where the help
+text says otherwise. Mistakes in the options end as one argparse ``error:`` line (exit 2).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def _opt(default, help: str, **kw):  # noqa: A002 - argparse's name
 @dataclass
 class TrainConfig:
     checkpoint: str = _opt("", "base ComfyUI single-file checkpoint (SD1.5 or SDXL, detected by ComfyUI)")
-    train_data: str = _opt("", "Sage split folder with metadata.jsonl and images (reference §4)")
+    train_data: str = _opt("", "Sage split folder with metadata.jsonl and images (README, Training)")
     embeddings: str = _opt("", "folder of {User_ID}.npy user embeddings (7-digit ids)")
     output_dir: str = _opt("", "where adapter, checkpoints, metrics, plot and resolved config go")
     val_data: str = _opt("", "optional held-out split folder for implicit accuracy")
@@ -28,16 +29,16 @@ class TrainConfig:
     caption_dropout: float = _opt(0.2, "probability of replacing a caption with the empty string")
     batch_size: int = _opt(1, "preference pairs per micro-batch (per process)")
     grad_accum: int = _opt(1, "micro-batches per optimizer step")
-    max_steps: int = _opt(5000, "optimizer steps to train (reference: 5000)")
-    lr: float = _opt(5e-6, "peak learning rate (reference: 5e-6)")
+    max_steps: int = _opt(5000, "optimizer steps to train (published recipe: 5000)")
+    lr: float = _opt(5e-6, "peak learning rate (published recipe: 5e-6)")
     warmup_steps: int = _opt(500, "linear warm-up steps of the constant-with-warm-up schedule")
-    optimizer: str = _opt("adamw", "adamw (β 0.9/0.999, eps 1e-8) or adafactor (reference uses it for SDXL)",
+    optimizer: str = _opt("adamw", "adamw (β 0.9/0.999, eps 1e-8) or adafactor (the published recipe uses it for SDXL)",
                           choices=["adamw", "adafactor"])
     weight_decay: float = _opt(1e-2, "AdamW/Adafactor weight decay")
     max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 disables)")
-    beta: float = _opt(5000.0, "Diffusion-DPO β (reference: 5000)")
+    beta: float = _opt(5000.0, "Diffusion-DPO β (published recipe: 5000)")
     min_timestep: int = _opt(0, "training timesteps are drawn uniformly from [min_timestep, max_timestep)")
-    max_timestep: int = _opt(1000, "upper end of the timestep range (reference: the full 0..1000)")
+    max_timestep: int = _opt(1000, "upper end of the timestep range (published recipe: the full 0..1000)")
     precision: str = _opt("fp32", "autocast dtype for the UNet forward: fp32, fp16 or bf16 (weights stay fp32)",
                           choices=["fp32", "fp16", "bf16"])
     gradient_checkpointing: bool = _opt(False, "recompute the UNet forward in backward to save memory")
@@ -67,9 +68,21 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
-        for name in ("checkpoint", "train_data", "embeddings", "output_dir"):
-            if not getattr(self, name):
-                raise ValueError(f"--{name.replace('_', '-')} is required")
+        """Raise ``ValueError`` naming the option and what to do; the CLI turns it into an ``error:`` line."""
+        missing = [_flag(name) for name in REQUIRED if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"the following arguments are required: {', '.join(missing)} "
+                             "(on the command line or in --config)")
+        for name, kind in (("checkpoint", "file"), ("train_data", "folder"), ("embeddings", "folder"),
+                           ("val_data", "folder"), ("warm_start", "file"), ("resume", "folder")):
+            value = getattr(self, name)
+            if value and not (Path(value).is_file() if kind == "file" else Path(value).is_dir()):
+                raise ValueError(f"{_flag(name)} {value}: no such {kind}; give the path to an existing {kind}")
+        for name in ("train_data", "val_data"):
+            value = getattr(self, name)
+            if value and not (Path(value) / "metadata.jsonl").is_file():
+                raise ValueError(f"{_flag(name)} {value}: no metadata.jsonl in it; give a Sage split folder "
+                                 "(metadata.jsonl + images, README: Training)")
         if self.batch_size < 1 or self.grad_accum < 1 or self.max_steps < 0:
             raise ValueError("batch_size and grad_accum must be ≥ 1, max_steps ≥ 0")
         if not 0.0 <= self.caption_dropout <= 1.0:
@@ -81,38 +94,66 @@ class TrainConfig:
                              "attention, which the reference's loaders compute differently (docs/user-tokens.md)")
 
 
+REQUIRED = ("checkpoint", "train_data", "embeddings", "output_dir")
+_METAVARS = {"checkpoint": "FILE", "warm_start": "FILE", "train_data": "DIR", "val_data": "DIR", "embeddings": "DIR",
+             "output_dir": "DIR", "latent_cache": "DIR", "resume": "DIR"}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m training.train_psa",
-        description="Train a PSA adapter with Diffusion-DPO through ComfyUI's model code (reference §4). "
+        description="Train a PSA adapter with Diffusion-DPO through ComfyUI's model code (README: Training). "
                     "Options may also come from a JSON file (--config); command-line values win.",
+        epilog="Run it with the Python that has ComfyUI's requirements (README: From clone to a real image).",
     )
-    p.add_argument("--config", default="", help="JSON file with any of the options below (keys use underscores)")
+    required = p.add_argument_group("required (on the command line or in --config)")
+    optional = p.add_argument_group("training options")
+    optional.add_argument("--config", default="", metavar="FILE",
+                          help="JSON file with any of the options below (keys use underscores)")
     for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
-        help_text = f"{f.metadata['help']} (default: {default!r})"
+        group = required if f.name in REQUIRED else optional
+        help_text = f.metadata["help"] if f.name in REQUIRED else f"{f.metadata['help']} (default: {default!r})"
         if isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            p.add_argument(flag, type=type(default), default=None, choices=f.metadata.get("choices"), help=help_text)
+            group.add_argument(_flag(f.name), type=type(default), default=None, choices=f.metadata.get("choices"),
+                               metavar=_METAVARS.get(f.name), help=help_text)
     return p
 
 
+def _read_config_file(parser: argparse.ArgumentParser, path: Path) -> dict:
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        parser.error(f"--config {path}: cannot read it ({exc.strerror}); give the path to a JSON file")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        parser.error(f"--config {path}: not valid JSON ({exc}); fix the file or pass the options on the command line")
+    if not isinstance(values, dict):
+        parser.error(f"--config {path}: must hold one JSON object of options, e.g. {{\"max_steps\": 100}}")
+    unknown = sorted(set(values) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        parser.error(f"--config {path}: unknown option(s) {', '.join(unknown)}; the keys are the long options "
+                     "with underscores (see --help)")
+    return values
+
+
 def resolve_config(argv: list[str] | None = None) -> TrainConfig:
-    """Defaults < JSON config file < command line."""
-    args = build_parser().parse_args(argv)
-    values: dict = {}
-    if args.config:
-        values.update(json.loads(Path(args.config).read_text(encoding="utf-8")))
-        known = {f.name for f in fields(TrainConfig)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{args.config}: unknown option(s) {unknown}")
+    """Defaults < JSON config file < command line; a bad option exits through ``parser.error``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    values: dict = _read_config_file(parser, Path(args.config)) if args.config else {}
     for f in fields(TrainConfig):
         v = getattr(args, f.name)
         if v is not None:
             values[f.name] = v
-    cfg = TrainConfig(**values)
-    cfg.validate()
+    try:
+        cfg = TrainConfig(**values)
+        cfg.validate()
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
     return cfg

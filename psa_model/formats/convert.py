@@ -10,7 +10,6 @@ files, and a joint multi-token native file cannot become a reference file (docs/
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from .adapter_file import read_adapter_tensors, save_native, save_reference_bin, save_reference_safetensors
@@ -44,11 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dst", type=Path, help="file to write")
     parser.add_argument("--to", choices=TARGETS, default=None, help="output format (default: from dst's suffix)")
     args = parser.parse_args(argv)
+    if not args.src.is_file():
+        parser.error(f"src {args.src}: no such file; give the adapter file to convert")
     try:
         target = convert(args.src, args.dst, args.to)
     except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        parser.error(str(exc))  # one "error:" line, exit status 2, as for a bad option
     print(f"wrote {args.dst} ({target})")
     return 0
 

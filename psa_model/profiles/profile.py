@@ -140,7 +140,8 @@ def load_profile_file(path: Path) -> PSAProfile:
     """A profile from an embedding file or a ``.json`` that points at one.
 
     JSON keys: ``embedding`` (path, relative to the JSON file), optional ``name``,
-    ``forbidden``, ``allowed`` (category lists).
+    ``forbidden``, ``allowed`` (category lists); attributes (``age``, ``gender``, …) may be
+    kept beside them and must then be valid, as in an attribute-only profile.
     """
     path = Path(path)
     if path.suffix != ".json":
@@ -152,6 +153,9 @@ def load_profile_file(path: Path) -> PSAProfile:
     if "embedding" not in spec:
         raise ProfileError(f"{path.name}: no 'embedding' key; attribute-only profiles need an encoder "
                            "(PSA Encode Profile or PSA Nearest Sage User)")
+    from .schema import check_attribute_values  # noqa: PLC0415 - schema imports this module
+
+    check_attribute_values(spec, path.name)  # attributes beside an embedding follow the same rules
     embedding = load_embedding_file(path.parent / spec["embedding"])
     label = ProfileLabel(spec.get("name", path.stem), _categories(spec.get("forbidden"), path.name),
                          _categories(spec.get("allowed"), path.name), path.name)

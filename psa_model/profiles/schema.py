@@ -196,6 +196,21 @@ class StructuredProfile:
                           ensure_ascii=False)
 
 
+def check_attribute_values(data: dict, source: str) -> None:
+    """Raise :class:`ProfileError` if an attribute in ``data`` (age, gender, …; Sage column names too) has a
+    value an attribute-only profile would refuse. Other keys are not looked at here (README: Files and folders)."""
+    given = {}
+    for key, value in data.items():
+        field = _KEYS.get(str(key).strip().lower())
+        if field in ATTRIBUTES and not (value is None or (isinstance(value, str) and not value.strip())):
+            given[field] = value
+    if given:
+        try:
+            StructuredProfile.create(**given)
+        except ProfileError as exc:
+            raise ProfileError(f"{source}: {exc}") from None
+
+
 def load_structured_profile(path: Path) -> StructuredProfile:
     """An attribute-only profile ``.json`` (no ``embedding`` key) → :class:`StructuredProfile`."""
     path = Path(path)

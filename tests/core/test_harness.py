@@ -86,3 +86,32 @@ def test_truncated_fixture_is_not_treated_as_built(tmp_path):
     assert _readable(good)
     (tmp_path / "bad.safetensors").write_bytes(good.read_bytes()[:-100])
     assert not _readable(tmp_path / "bad.safetensors")
+
+
+def _import_table(*rows: tuple[float, bool, Path]) -> str:
+    """The start-up table ComfyUI 0.3.75 logs (nodes.py, init_external_custom_nodes), with its exact format."""
+    lines = ["Import times for custom nodes:"]
+    lines += ["{:6.1f} seconds{}: {}".format(t, "" if ok else " (IMPORT FAILED)", path) for t, ok, path in rows]
+    return "\n".join(lines) + "\n"
+
+
+def test_pack_import_check_goes_by_path_in_a_checkout_named_like_the_pack(tmp_path):
+    from scripts.comfy_server import custom_node_imports
+
+    checkout = tmp_path / "ComfyUI-PSA"  # the folder name the README's install section uses
+    host = checkout / ".cache" / "host" / "ComfyUI"
+    (host / "custom_nodes").mkdir(parents=True)
+    (host / "custom_nodes" / "ComfyUI-PSA").symlink_to(checkout)
+    audio = host / "comfy_extras" / "nodes_audio.py"  # fails without torchaudio; its path contains "PSA"
+    log = (f"Cannot import {audio} module for custom nodes: No module named 'torchaudio'\n"
+           + _import_table((0.0, False, host / "custom_nodes" / "other_pack"),
+                           (0.2, True, host / "custom_nodes" / "ComfyUI-PSA")))
+    server = ComfyServer.__new__(ComfyServer)  # only the path logic: no process
+    server.comfyui_path, server.log_path = host, tmp_path / "server.log"
+    server.log_path.write_text(log)
+    assert server.pack_imported() is True
+    assert custom_node_imports(log)[(host / "custom_nodes" / "other_pack").resolve()] is False
+    server.log_path.write_text(_import_table((0.2, False, host / "custom_nodes" / "ComfyUI-PSA")))
+    assert server.pack_imported() is False
+    server.log_path.write_text(log.replace("ComfyUI-PSA\n", "something_else\n"))
+    assert server.pack_imported() is None  # not loaded at all is not "imported"

@@ -62,3 +62,23 @@ def test_presets_resolve_through_the_sage_folder(tmp_path):
     (tmp_path / "sage_embeddings").mkdir()
     np.save(tmp_path / "sage_embeddings" / "0001001.npy", np.zeros(8, dtype=np.float32))
     assert load_preset(tmp_path, preset).names() == [preset]
+
+
+@pytest.mark.parametrize("attributes, message", [
+    ({"age": "banana"}, "c.json: age must be a whole number 0–120, got 'banana'"),
+    ({"Age": 130}, "c.json: age must be a whole number 0–120, got 130"),
+    ({"gender": "robot"}, "c.json: unknown gender 'robot'"),
+    ({"age": 12, "age_group": "elderly"}, "c.json: age 12 belongs to age group"),
+])
+def test_attributes_beside_an_embedding_are_validated(tmp_path, attributes, message):
+    np.save(tmp_path / "a.npy", np.ones(16, dtype=np.float32))
+    (tmp_path / "c.json").write_text(json.dumps({"embedding": "a.npy", **attributes}))
+    with pytest.raises(ProfileError, match=message):
+        load_profile_file(tmp_path / "c.json")
+
+
+def test_valid_attributes_beside_an_embedding_load(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones(16, dtype=np.float32))
+    (tmp_path / "d.json").write_text(json.dumps({"embedding": "a.npy", "age": 15, "gender": "female",
+                                                 "religion": "", "note": "kept"}))
+    assert load_profile_file(tmp_path / "d.json").embeddings.shape == (1, 16)

@@ -160,19 +160,19 @@ def test_nodes_policy_encode_nearest(tiny, tmp_path, shared_dir, monkeypatch, fi
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "psa_llm", ([str(tiny["chat"].parent)], set()))
     monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path / "user"))
 
-    spec, forbidden, allowed, _ = nodes_mod.PSAProfilePolicy().build(
+    spec, forbidden, allowed, _ = nodes_mod.PSAProfilePolicy.execute(
         nodes_mod.NO_FILE, 15, "male", "Islam", "healthy", "healthy", "rule policy", "")
     assert forbidden == "Hate, Violence, Self-Harm, Sexuality, Propaganda" and allowed == "Harassment, Shocking"
     assert "tiny_qwen2" in nodes_mod.llm_folders()
-    profile, summary = nodes_mod.PSAEncodeProfileLLM().encode(spec, "tiny_qwen2", nodes_mod.DEFAULT_TEMPLATE_NAME,
+    profile, summary = nodes_mod.PSAEncodeProfileLLM.execute(spec, "tiny_qwen2", nodes_mod.DEFAULT_TEMPLATE_NAME,
                                                               HIDDEN, "use")
     assert profile.embeddings.shape == (1, HIDDEN) and profile.labels[0].forbidden == spec.forbidden
-    again, summary = nodes_mod.PSAEncodeProfileLLM().encode(spec, "tiny_qwen2", nodes_mod.DEFAULT_TEMPLATE_NAME,
+    again, summary = nodes_mod.PSAEncodeProfileLLM.execute(spec, "tiny_qwen2", nodes_mod.DEFAULT_TEMPLATE_NAME,
                                                             HIDDEN, "use")
     assert "cache hit" in summary and torch.equal(again.embeddings, profile.embeddings)
     with pytest.raises(LLMEncoderError, match="3584"):
-        nodes_mod.PSAEncodeProfileLLM().encode(spec, "tiny_qwen2", nodes_mod.DEFAULT_TEMPLATE_NAME, 3584, "use")
-    sage, uid, _ = nodes_mod.PSANearestSageUser().resolve(spec)
+        nodes_mod.PSAEncodeProfileLLM.execute(spec, "tiny_qwen2", nodes_mod.DEFAULT_TEMPLATE_NAME, 3584, "use")
+    sage, uid, _ = nodes_mod.PSANearestSageUser.execute(spec)
     assert uid == 2 and sage.embeddings.shape == (1, 3584)
     checkpoint = fixture_paths["sd15_tiny.safetensors"]
     _sample_with(profile, HIDDEN, checkpoint)  # the LLM path's profile drives the sampler
@@ -198,5 +198,5 @@ def _sample_with(profile, embed_dim, checkpoint):
     patched = attach_adapter(base, random_adapter(adapter_config_for_model("sd15", sites, embed_dim=embed_dim)))
     cond = [[torch.zeros(1, 77, 768), {}]]
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
-    out = sampler_nodes.PSAKSampler().sample(patched, profile, 1.0, 0, 1, 1.0, "euler", "normal", cond, cond, latent)
+    out = sampler_nodes.PSAKSampler.execute(patched, profile, 1.0, 0, 1, 1.0, "euler", "normal", cond, cond, latent)
     assert torch.isfinite(out[0]["samples"]).all()

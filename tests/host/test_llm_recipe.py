@@ -137,19 +137,21 @@ def test_nodes_report_recipe_and_norm(tiny, tmp_path, monkeypatch):
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "psa_llm", ([str(llm_root)], set()))
     monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path / "user"))
     spec = StructuredProfile.from_sage_row(sage_rows()[1], name="row 2")
-    node = encode_nodes.PSAEncodeProfileLLM()
+    def encode(**inputs):
+        return encode_nodes.PSAEncodeProfileLLM.execute(**inputs).result
+
     default = dict(profile_spec=spec, llm_name="tiny_bf16", template=encode_nodes.DEFAULT_TEMPLATE_NAME,
                    embedding_size=HIDDEN, cache="use")
-    profile, summary = node.encode(**default)
+    profile, summary = encode(**default)
     assert "recipe: published recipe: mean pooling in bfloat16, categories as Python lists" in summary
     assert "model: tiny_bf16 (identity " in summary and "template sha256 " in summary
     assert f"row 2: norm {float(profile.embeddings.norm()):.1f}" in summary
     assert "no published reference for size 32" in summary and "(encoded)" in summary
-    summed, sum_summary = node.encode(**default, pooling="sum (pipeline variant)", precision="float32")
+    summed, sum_summary = encode(**default, pooling="sum (pipeline variant)", precision="float32")
     assert "(encoded)" in sum_summary and "sum (pipeline variant) pooling in float32" in sum_summary
     assert "NOT the published recipe" in sum_summary
     assert float(summed.embeddings.norm()) > 20 * float(profile.embeddings.norm())
-    _, again = node.encode(**default)
+    _, again = encode(**default)
     assert "(cache hit)" in again
 
     # PSA Load Profile reports the norm and warns off the published range (size 3584).
@@ -159,7 +161,7 @@ def test_nodes_report_recipe_and_norm(tiny, tmp_path, monkeypatch):
     np.save(profiles_dir / "like_published.npy", vector / np.linalg.norm(vector) * 138.0)
     np.save(profiles_dir / "summed.npy", vector / np.linalg.norm(vector) * 138.0 * 180)
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "psa_profiles", ([str(profiles_dir)], {".npy"}))
-    _, fine = profile_nodes.PSALoadProfile().load("like_published.npy")
-    _, off = profile_nodes.PSALoadProfile().load("summed.npy")
+    _, fine = profile_nodes.PSALoadProfile.execute("like_published.npy").result
+    _, off = profile_nodes.PSALoadProfile.execute("summed.npy").result
     assert "like_published: norm 138.0" in fine and "WARNING" not in fine
     assert "summed: norm 24840.0" in off and "WARNING" in off and "179x" in off

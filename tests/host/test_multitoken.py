@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from psa_model.adapter.layer_map import architecture, match_sites
 from psa_model.profiles.profile import ProfileLabel, PSAProfile
-from support.pack import load_pack
+from support.pack import load_pack, node_class
 from support.reference_psa import install_reference, install_reference_file
 
 EMBED = 48
@@ -111,8 +111,8 @@ def test_reference_file_through_nodes_matches_per_group_reference(arch, tokens, 
     embeddings = torch.randn(2, EMBED, generator=torch.Generator().manual_seed(5)) * 2.3
     profile = PSAProfile(embeddings, (ProfileLabel("a"), ProfileLabel("b")))
 
-    patched = pack.NODE_CLASS_MAPPINGS["PSAModelPatcher"]().patch(base, name)[0]
-    ours = pack.NODE_CLASS_MAPPINGS["PSAApplyProfile"]().apply(patched, profile, SCALE)[0]
+    patched = node_class("PSAModelPatcher").execute(base, name).result[0]
+    ours = node_class("PSAApplyProfile").execute(patched, profile, SCALE).result[0]
     pos, neg = _conds(arch, seed=7)
     noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(11))
     eps_ours = _eps(ours, noise, pos, neg)
@@ -151,9 +151,9 @@ def test_psa_ksampler_with_four_token_reference_file(arch, pack, tmp_path, monke
     args = dict(seed=5, steps=2, cfg=4.0, sampler_name="euler", scheduler="normal", positive=pos, negative=neg,
                 latent_image=latent, denoise=1.0)
 
-    patched = pack.NODE_CLASS_MAPPINGS["PSAModelPatcher"]().patch(base, name)[0]
-    ours = pack.NODE_CLASS_MAPPINGS["PSAKSampler"]().sample(model=patched, profile=profile, psa_scale=SCALE,
-                                                            **args)[0]["samples"]
+    patched = node_class("PSAModelPatcher").execute(base, name).result[0]
+    ours = node_class("PSAKSampler").execute(model=patched, profile=profile, psa_scale=SCALE,
+                                               **args).result[0]["samples"]
     reference_model = install_reference_file(base, reference, sites, embeddings, SCALE)
     expected = comfy_nodes.common_ksampler(reference_model, **args)[0]["samples"]
     plain = comfy_nodes.common_ksampler(base, **args)[0]["samples"]

@@ -9,12 +9,14 @@ from psa_model.adapter.demo import random_adapter, random_embeddings
 from psa_model.adapter.layer_map import architecture, match_sites
 from psa_model.adapter.patch import PSAError, attach_adapter
 from psa_model.profiles.profile import ProfileLabel, PSAProfile
+import support.pack
 from support.pack import load_pack
 
 
 @pytest.fixture(scope="module")
 def pack(comfy_host):
-    return load_pack()
+    load_pack()
+    return support.pack
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +43,12 @@ def _kwargs(setup, **extra):
 def test_psa_sampler_at_scale_zero_equals_stock_ksampler(pack, setup):
     import nodes as comfy_nodes
 
-    psa = pack.NODE_CLASS_MAPPINGS["PSAKSampler"]().sample(**_kwargs(setup, psa_scale=0.0))[0]["samples"]
+    psa = pack.node_class("PSAKSampler").execute(**_kwargs(setup, psa_scale=0.0))[0]["samples"]
     args = _kwargs(setup)
     stock = comfy_nodes.KSampler().sample(setup[0], args["seed"], args["steps"], args["cfg"], "euler", "normal",
                                           args["positive"], args["negative"], args["latent_image"])[0]["samples"]
     assert torch.equal(psa, stock)
-    personal = pack.NODE_CLASS_MAPPINGS["PSAKSampler"]().sample(**_kwargs(setup))[0]["samples"]
+    personal = pack.node_class("PSAKSampler").execute(**_kwargs(setup))[0]["samples"]
     assert not torch.equal(personal, stock)
 
 
@@ -54,26 +56,47 @@ def test_apply_profile_node_then_stock_sampler_equals_psa_sampler(pack, setup):
     import nodes as comfy_nodes
 
     args = _kwargs(setup)
-    model = pack.NODE_CLASS_MAPPINGS["PSAApplyProfile"]().apply(args["model"], args["profile"], 1.0)[0]
+    model = pack.node_class("PSAApplyProfile").execute(args["model"], args["profile"], 1.0)[0]
     stock = comfy_nodes.KSampler().sample(model, args["seed"], args["steps"], args["cfg"], "euler", "normal",
                                           args["positive"], args["negative"], args["latent_image"])[0]["samples"]
-    psa = pack.NODE_CLASS_MAPPINGS["PSAKSampler"]().sample(**args)[0]["samples"]
+    psa = pack.node_class("PSAKSampler").execute(**args)[0]["samples"]
     assert torch.equal(stock, psa)
 
 
 def test_sampler_refuses_when_psa_never_ran(pack, setup):
     # One step at the highest sigma, PSA window restricted to the last half: no step applies it.
     with pytest.raises(PSAError, match="never ran"):
-        pack.NODE_CLASS_MAPPINGS["PSAKSampler"]().sample(**_kwargs(setup, steps=1, start_percent=0.5, end_percent=1.0))
+        pack.node_class("PSAKSampler").execute(**_kwargs(setup, steps=1, start_percent=0.5, end_percent=1.0))
 
 
 def test_sampler_needs_a_psa_model(pack, setup):
     with pytest.raises(PSAError, match="no PSA adapter"):
-        pack.NODE_CLASS_MAPPINGS["PSAKSampler"]().sample(**_kwargs(setup, model=setup[0]))
+        pack.node_class("PSAKSampler").execute(**_kwargs(setup, model=setup[0]))
 
 
 def test_start_end_percent_window_changes_the_result(pack, setup):
-    sampler = pack.NODE_CLASS_MAPPINGS["PSAKSampler"]()
-    full = sampler.sample(**_kwargs(setup, steps=4))[0]["samples"]
-    late = sampler.sample(**_kwargs(setup, steps=4, start_percent=0.5))[0]["samples"]
+    sampler = pack.node_class("PSAKSampler")
+    full = sampler.execute(**_kwargs(setup, steps=4))[0]["samples"]
+    late = sampler.execute(**_kwargs(setup, steps=4, start_percent=0.5))[0]["samples"]
     assert not torch.equal(full, late)
+
+
+def test_pack_registers_through_the_versioned_node_schema(pack):
+    import asyncio
+
+    from comfy_api.latest import ComfyExtension, io
+
+    module = load_pack()
+    assert not hasattr(module, "NODE_CLASS_MAPPINGS")  # ComfyUI's loader would prefer the V1 path
+    extension = asyncio.run(module.comfy_entrypoint())
+    assert isinstance(extension, ComfyExtension)
+    classes = asyncio.run(extension.get_node_list())
+    assert all(issubclass(cls, io.ComfyNode) for cls in classes)
+    assert {"PSAModelPatcher", "PSAKSampler", "PSAProfilePolicy"} <= {cls.GET_SCHEMA().node_id for cls in classes}
+
+
+def test_file_inputs_are_checked_before_running(pack):
+    patcher = pack.node_class("PSAModelPatcher")
+    message = patcher.validate_inputs(adapter_name="no_such_adapter.safetensors")
+    assert message.startswith("adapter_name 'no_such_adapter.safetensors' is not in models/psa_adapters")
+    assert pack.node_class("PSAClearProfileCache").execute(confirm=False)[0] == "nothing deleted (confirm is off)"

@@ -15,7 +15,8 @@ def nodes_mod(comfy_host):
 
 
 def test_both_policies_offered_with_sage_first(nodes_mod):
-    options = nodes_mod.PSAProfilePolicy.INPUT_TYPES()["required"]["forbidden_source"][0]
+    inputs = nodes_mod.PSAProfilePolicy.GET_SCHEMA().inputs
+    options = next(spec for spec in inputs if spec.id == "forbidden_source").options
     assert options[0] == "Sage policy"  # a combo's first entry is its default
     # strings saved workflows already hold must still load
     for saved in ("rule policy", "explicit / from file", "LLM (needs PSA Encode Profile + category prompt)"):
@@ -23,13 +24,15 @@ def test_both_policies_offered_with_sage_first(nodes_mod):
 
 
 def test_sage_and_rule_policy_through_the_node(nodes_mod):
-    node = nodes_mod.PSAProfilePolicy()
+    def build(*values):
+        return nodes_mod.PSAProfilePolicy.execute(*values).result
+
     args = (nodes_mod.NO_FILE, 15, "male", "Islam", "healthy", "healthy")
-    spec, forbidden, allowed, explanation = node.build(*args, "Sage policy", "")
+    spec, forbidden, allowed, explanation = build(*args, "Sage policy", "")
     assert forbidden == "Sexuality, Propaganda" and spec.forbidden == ("Sexuality", "Propaganda")
     assert allowed == "Hate, Harassment, Violence, Self-Harm, Shocking"
     fired = "rules fired: age group = adolescents → Sexuality; religion = Islam → Sexuality, Propaganda"
     assert fired in explanation and "Hate forbidden when: age group ∈ {infants & toddlers, children}" in explanation
-    _, forbidden, _, explanation = node.build(*args, "rule policy", "")
+    _, forbidden, _, explanation = build(*args, "rule policy", "")
     assert forbidden == "Hate, Violence, Self-Harm, Sexuality, Propaganda"
     assert "rules fired: minor; restrictive religion" in explanation

@@ -19,3 +19,12 @@ def load_pack():
     sys.modules[PACK_MODULE] = module
     spec.loader.exec_module(module)
     return module
+
+
+def node_class(node_id: str):
+    """The pack's ``io.ComfyNode`` class with this node id, from the extension ComfyUI would register."""
+    import asyncio
+
+    extension = asyncio.run(load_pack().comfy_entrypoint())
+    classes = {cls.GET_SCHEMA().node_id: cls for cls in asyncio.run(extension.get_node_list())}
+    return classes[node_id]
