@@ -29,14 +29,40 @@ def register() -> None:
             folder_paths.folder_names_and_paths[name] = ([default], set(extensions))
 
 
+def _listable(name: str) -> bool:
+    """Names a browser can show and send back (a name that is not valid UTF-8 is skipped)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def safe_list(folder: str) -> list[str]:
+    """File names in a model folder; never raises (docs/security.md, "Listing").
+
+    Listing reads no file content, so no file — whatever its size or bytes — can break a node's
+    input list or ``/object_info``; a bad file errors only when a prompt selects it.
+    """
+    try:
+        names = folder_paths.get_filename_list(folder)
+    except Exception:  # noqa: BLE001 - an unreadable folder lists as empty rather than hiding the node
+        return []
+    return sorted(n for n in names if isinstance(n, str) and _listable(n))
+
+
 def adapter_files() -> list[str]:
-    return sorted(folder_paths.get_filename_list(ADAPTERS))
+    return safe_list(ADAPTERS)
 
 
 def profile_files() -> list[str]:
     """Profile files, without the per-user files of a Sage embeddings folder (use PSA Sage User)."""
-    return sorted(f for f in folder_paths.get_filename_list(PROFILES)
-                  if SAGE_EMBEDDINGS_DIR not in Path(f).parts)
+    return [f for f in safe_list(PROFILES) if SAGE_EMBEDDINGS_DIR not in Path(f).parts]
+
+
+def roots(folder: str) -> list[Path]:
+    """The registered locations of a model folder (where file references must stay; docs/security.md)."""
+    return [Path(p) for p in folder_paths.get_folder_paths(folder)]
 
 
 def full_path(folder: str, name: str) -> Path:

@@ -33,7 +33,7 @@ class PSALoadProfile(_ProfileNode):
                        "out of the workflow and the image metadata."})}}
 
     def load(self, profile_name: str):
-        profile = load_profile_file(folders.full_path(folders.PROFILES, profile_name))
+        profile = load_profile_file(folders.full_path(folders.PROFILES, profile_name), folders.roots(folders.PROFILES))
         return self._outputs(profile)
 
 

@@ -56,15 +56,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 # -- reading -------------------------------------------------------------------------------
-def _from_reference(groups: dict[str, dict[str, torch.Tensor]], source: str) -> tuple[dict, dict]:
+_FIX = ("use the adapter file as published (psa_adapter.bin or its .safetensors variant) or one written by "
+        "this pack's trainer or converter")
+
+
+def _from_reference(groups: dict, source: str) -> tuple[dict, dict]:
     if set(groups) != {"psa_adapter", "user_proj"}:
-        raise AdapterFormatError(f"{source}: expected groups 'psa_adapter' and 'user_proj', found {sorted(groups)}")
+        found = sorted(str(g)[:40] for g in groups)[:8]
+        raise AdapterFormatError(f"{source}: expected groups 'psa_adapter' and 'user_proj', found {found}; {_FIX}")
+    for name, group in groups.items():
+        if not isinstance(group, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                  for k, v in group.items()):
+            raise AdapterFormatError(f"{source}: '{name}' must map names to tensors; {_FIX}")
     tensors = {}
     for k in _PROJ_KEYS:
         if k not in groups["user_proj"]:
             raise AdapterFormatError(f"{source}: user_proj.{k} is missing")
         tensors[f"user_proj.{k}"] = groups["user_proj"][k]
-    layer_ids = sorted({int(k.split(".")[0]) for k in groups["psa_adapter"]})
+    heads = {k.split(".")[0] for k in groups["psa_adapter"]}
+    if not all(h.isdigit() and len(h) < 6 for h in heads):
+        raise AdapterFormatError(f"{source}: psa_adapter keys must start with a layer number; {_FIX}")
+    layer_ids = sorted(int(h) for h in heads)
     if layer_ids != list(range(len(layer_ids))):
         raise AdapterFormatError(f"{source}: adapter layer indices are not 0..{len(layer_ids) - 1}")
     for i in layer_ids:
@@ -73,7 +85,10 @@ def _from_reference(groups: dict[str, dict[str, torch.Tensor]], source: str) -> 
             if key not in groups["psa_adapter"]:
                 raise AdapterFormatError(f"{source}: psa_adapter.{key} is missing")
             tensors[f"layers.{i}.{kind}.weight"] = groups["psa_adapter"][key]
-    arch = architecture_for_layer_count(len(layer_ids))
+    try:
+        arch = architecture_for_layer_count(len(layer_ids))
+    except ValueError as exc:
+        raise AdapterFormatError(f"{source}: {exc}; {_FIX}") from None
     return tensors, {"arch": arch.name}
 
 
@@ -92,9 +107,13 @@ def read_adapter_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
         raise FileNotFoundError(f"PSA adapter file not found: {path}")
     source = path.name
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as fh:
-            meta = dict(fh.metadata() or {})
-            flat = {k: fh.get_tensor(k) for k in fh.keys()}
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = dict(fh.metadata() or {})
+                flat = {k: fh.get_tensor(k) for k in fh.keys()}
+        except Exception as exc:  # noqa: BLE001 - safetensors' own error type, OSError, and others
+            raise AdapterFormatError(f"{source}: not a readable .safetensors file ({_first_line(exc)}); the file "
+                                     f"is damaged or incomplete — download or convert it again ({_FIX})") from None
         if meta.get("psa_format") == NATIVE_FORMAT:
             if meta.get("psa_format_version") != NATIVE_VERSION:
                 raise AdapterFormatError(f"{source}: native format version {meta.get('psa_format_version')} "
@@ -107,13 +126,21 @@ def read_adapter_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
     if path.suffix in (".bin", ".pt", ".pth"):
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # the restricted unpickler refuses code and unknown types
-            raise AdapterFormatError(f"{source}: not a plain tensor pickle ({exc.__class__.__name__}: {exc}); "
-                                     "refusing to load it") from None
+        except Exception as exc:  # noqa: BLE001 - the restricted unpickler refuses code and unknown types
+            # torch's own message suggests retrying with weights_only=False, i.e. running the file's
+            # code: that advice must not reach the user (docs/security.md, "Errors").
+            raise AdapterFormatError(f"{source}: not a plain tensor pickle ({exc.__class__.__name__}); refusing to "
+                                     "load it, since it may contain code or is damaged. Get the published "
+                                     "psa_adapter.bin again, or its .safetensors variant") from None
         if not isinstance(obj, dict):
             raise AdapterFormatError(f"{source}: expected a dict, found {type(obj).__name__}")
         return _from_reference(obj, source)
     raise AdapterFormatError(f"{source}: unknown adapter file type {path.suffix!r} (use .safetensors or .bin)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0][:160]}" if text else exc.__class__.__name__
 
 
 def config_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> AdapterConfig:
@@ -135,10 +162,20 @@ def config_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> Adapter
 
 
 def load_adapter(path: str | Path, dtype: torch.dtype = torch.float32) -> PSAAdapter:
-    """Any supported adapter file → a :class:`PSAAdapter` (CPU, ``dtype``, eval mode)."""
+    """Any supported adapter file → a :class:`PSAAdapter` (CPU, ``dtype``, eval mode).
+
+    Every problem with the file's content is an :class:`AdapterFormatError` naming the file.
+    """
     tensors, meta = read_adapter_tensors(path)
-    adapter = PSAAdapter(config_from_tensors(tensors, meta))
-    adapter.load_state_dict({k: v.to(dtype) for k, v in tensors.items()}, strict=True)
+    source = Path(path).name
+    try:
+        adapter = PSAAdapter(config_from_tensors(tensors, meta))
+        adapter.load_state_dict({k: v.to(dtype) for k, v in tensors.items()}, strict=True)
+    except AdapterFormatError as exc:
+        message = str(exc)
+        raise AdapterFormatError(message if message.startswith(source) else f"{source}: {message}") from None
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+        raise AdapterFormatError(f"{source}: inconsistent adapter tensors ({_first_line(exc)}); {_FIX}") from None
     return adapter.to(dtype).eval().requires_grad_(False)
 
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .adapter_file import read_adapter_tensors, save_native, save_reference_bin, save_reference_safetensors
+from .adapter_file import AdapterFormatError, read_adapter_tensors, save_native, save_reference_bin, save_reference_safetensors
 
 TARGETS = ("native", "reference-bin", "reference-safetensors")
 
@@ -27,13 +27,24 @@ def convert(src: Path, dst: Path, target: str | None = None) -> str:
         if "training" in meta:
             import json
 
-            training = json.loads(meta["training"])
+            try:
+                training = json.loads(meta["training"])
+            except ValueError:
+                raise AdapterFormatError(f"{src.name}: its 'training' metadata is not JSON; convert the "
+                                         "original file again") from None
         save_native(tensors, dst, meta=meta, training=training)
     elif target == "reference-bin":
         save_reference_bin(tensors, dst)
     else:
         save_reference_safetensors(tensors, dst)
     return target
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.filename:
+        text = f"{Path(exc.filename).name}: {exc.strerror or text}"
+    return text or exc.__class__.__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         target = convert(args.src, args.dst, args.to)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:  # AdapterFormatError is a ValueError
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a CLI prints one line, never a traceback
+        print(f"error: {args.src.name}: could not convert ({exc.__class__.__name__}); the file is not a PSA "
+              "adapter this pack reads", file=sys.stderr)
         return 2
     print(f"wrote {args.dst} ({target})")
     return 0
