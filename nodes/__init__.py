@@ -8,7 +8,7 @@ from . import folders
 folders.register()
 
 # Each module exports NODES = {class_name: (class, display name)}.
-_MODULES = ("adapter_nodes", "profile_nodes", "sampler_nodes", "image_nodes", "profile_encode_nodes")
+_MODULES = ("adapter_nodes", "profile_nodes", "sampler_nodes", "image_nodes", "profile_encode_nodes", "save_nodes")
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

@@ -103,9 +103,12 @@ def _split_prefixed(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.
 def read_adapter_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Canonical (native-named) tensors and metadata of any supported adapter file."""
     path = Path(path)
+    source = path.name
+    if path.exists() and not path.is_file():  # a FIFO or device would block or never end
+        raise AdapterFormatError(f"{source}: not a regular file; put the adapter file itself into "
+                                 "models/psa_adapters")
     if not path.is_file():
         raise FileNotFoundError(f"PSA adapter file not found: {path}")
-    source = path.name
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), framework="pt") as fh:

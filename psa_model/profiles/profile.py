@@ -171,6 +171,8 @@ def parse_category_list(text: str) -> list[str]:
 def read_json_file(path: Path, what: str = "profile JSON"):
     """A small JSON file's content; every failure (size, encoding, syntax, nesting) is a :class:`ProfileError`."""
     path = Path(path)
+    if not path.is_file():  # also refuses FIFOs and devices, which would block or never end
+        raise ProfileError(f"{path.name}: not a regular file; put a {what} file into models/psa_profiles")
     try:
         size = path.stat().st_size
         if size > MAX_JSON_BYTES:

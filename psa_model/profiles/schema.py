@@ -249,6 +249,8 @@ def is_attribute_profile_file(path: Path) -> bool:
     if path.suffix != ".json":
         return False
     try:
+        if not path.is_file():  # a FIFO or device is never opened while listing
+            return True
         if path.stat().st_size > MAX_JSON_BYTES:
             return True
         data = json.loads(path.read_bytes().decode("utf-8"))
