@@ -45,6 +45,10 @@ class PSAModelPatcher:
                              ".safetensors, reference psa_adapter.bin or its .safetensors variant."}),
         }}
 
+    @classmethod
+    def IS_CHANGED(cls, adapter_name: str, **_):
+        return folders.file_fingerprint(folders.ADAPTERS, adapter_name)  # an edited file is reloaded
+
     def patch(self, model, adapter_name: str):
         return (attach_adapter(model, load_adapter_file(adapter_name)),)
 

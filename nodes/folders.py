@@ -81,3 +81,34 @@ def sage_folder() -> Path:
             return Path(folder)
     raise FileNotFoundError(f"no {SAGE_EMBEDDINGS_DIR}/ folder in {folders}: copy the published Sage embeddings "
                             f"({{User_ID}}.npy) into <psa_profiles>/{SAGE_EMBEDDINGS_DIR}/ and sage_users.csv beside it")
+
+
+def _stat_key(path: Path) -> str:
+    try:
+        stat = path.stat()
+        return f"{stat.st_mtime_ns}:{stat.st_size}"
+    except OSError:
+        return "missing"
+
+
+def file_fingerprint(folder: str, name: str) -> str:
+    """Changes when the file (or, for a profile ``.json``, the embedding it names) changes on disk.
+
+    For ComfyUI's ``IS_CHANGED``: without it an edited file would be served from the execution
+    cache. Never raises (a missing or bad file errors when the node runs).
+    """
+    try:
+        path = folder_paths.get_full_path(folder, name)
+        if path is None:
+            return f"missing:{name}"
+        path = Path(path)
+        key = f"{name}:{_stat_key(path)}"
+        if path.suffix == ".json" and path.is_file() and path.stat().st_size <= (1 << 20):
+            import json
+
+            data = json.loads(path.read_bytes().decode("utf-8"))
+            if isinstance(data, dict) and isinstance(data.get("embedding"), str):
+                key += f"|{_stat_key(path.parent / data['embedding'])}"
+        return key
+    except Exception:  # noqa: BLE001 - a fingerprint never fails; loading reports the problem
+        return f"unreadable:{name}"

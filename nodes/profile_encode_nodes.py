@@ -153,6 +153,10 @@ class PSAProfilePolicy:
                                      "Violence, Self-Harm, Sexuality, Shocking, Propaganda); only for 'explicit'."}),
         }}
 
+    @classmethod
+    def IS_CHANGED(cls, profile_file, **_):
+        return "" if profile_file == NO_FILE else folders.file_fingerprint(folders.PROFILES, profile_file)
+
     def build(self, profile_file, age, gender, religion, mental_condition, physical_condition, forbidden_source,
               forbidden):
         if profile_file != NO_FILE:

@@ -32,6 +32,10 @@ class PSALoadProfile(_ProfileNode):
             "tooltip": "Profile file in models/psa_profiles. Referencing a file keeps personal attributes "
                        "out of the workflow and the image metadata."})}}
 
+    @classmethod
+    def IS_CHANGED(cls, profile_name: str, **_):
+        return folders.file_fingerprint(folders.PROFILES, profile_name)  # an edited file is reloaded
+
     def load(self, profile_name: str):
         profile = load_profile_file(folders.full_path(folders.PROFILES, profile_name), folders.roots(folders.PROFILES))
         return self._outputs(profile)

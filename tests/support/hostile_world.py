@@ -78,7 +78,8 @@ def extra_paths_yaml(root: Path, path: Path) -> Path:
 
 # -- prompt builders ------------------------------------------------------------------------------
 def base_prompt(adapter: str = "psa_a.safetensors", profile: dict | None = None, seed: int = 1, batch: int = 1,
-                steps: int = 2, size: int = 64, save: str = "SaveImage", prefix: str = "psa_rel") -> dict:
+                steps: int = 2, size: int = 64, save: str = "SaveImage", prefix: str = "psa_rel",
+                cfg: float = 5.0) -> dict:
     """Checkpoint → PSA Model Patcher → PSA KSampler (profile from node 5) → VAE Decode → save."""
     prompt = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
@@ -87,7 +88,7 @@ def base_prompt(adapter: str = "psa_a.safetensors", profile: dict | None = None,
         "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry"}},
         "6": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": batch}},
         "7": {"class_type": "PSAKSampler", "inputs": {
-            "model": ["2", 0], "profile": ["5", 0], "psa_scale": 1.0, "seed": seed, "steps": steps, "cfg": 5.0,
+            "model": ["2", 0], "profile": ["5", 0], "psa_scale": 1.0, "seed": seed, "steps": steps, "cfg": cfg,
             "sampler_name": "euler", "scheduler": "normal", "positive": ["3", 0], "negative": ["4", 0],
             "latent_image": ["6", 0], "denoise": 1.0, "start_percent": 0.0, "end_percent": 1.0}},
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 2]}},
