@@ -68,6 +68,11 @@ def roots(folder: str) -> list[Path]:
 def full_path(folder: str, name: str) -> Path:
     path = folder_paths.get_full_path(folder, name)
     if path is None:
+        inside = os.path.relpath(os.path.join(os.sep, name), os.sep)  # no climbing out, as ComfyUI does
+        for root in folder_paths.get_folder_paths(folder):
+            if os.path.lexists(os.path.join(root, inside)):
+                raise FileNotFoundError(f"'{name}' in {folder} is not a regular file (a folder, pipe, device or "
+                                        "broken link); replace it with the file itself")
         raise FileNotFoundError(f"'{name}' is not in any {folder} folder ({', '.join(folder_paths.get_folder_paths(folder))}); "
                                 "put the file there and refresh the page")
     return Path(path)

@@ -166,7 +166,7 @@ CASES = [
     Case("adapter-pickled-code", _adapter("evil.bin"), r"evil\.bin: not a plain tensor pickle", _evil_pickle),
     Case("adapter-garbage-bin", _adapter("junk.bin"), r"junk\.bin: not a plain tensor pickle",
          _bytes("psa_adapters", "junk.bin", b"PK\x03\x04" + os.urandom(256))),
-    Case("adapter-fifo", _adapter("fifo.safetensors"), r"fifo\.safetensors: not a regular file",
+    Case("adapter-fifo", _adapter("fifo.safetensors"), r"fifo\.safetensors.*not a regular file",
          _fifo("psa_adapters", "fifo.safetensors")),
     Case("adapter-future-version", _adapter("v99.safetensors"), r"v99\.safetensors: native format version 99",
          _adapter_variant("v99.safetensors", lambda t, m: m.update(psa_format_version="99"))),
@@ -205,7 +205,7 @@ CASES = [
          _json("psa_profiles", "esc3.json", {"embedding": "/etc/hostname"})),
     Case("profile-missing-embedding", _profile("gone.json"), r"gone\.json: its embedding 'gone\.npy'.*not found",
          _json("psa_profiles", "gone.json", {"embedding": "gone.npy"})),
-    Case("profile-fifo", _profile("pipe.json"), r"pipe\.json: not a regular file", _fifo("psa_profiles", "pipe.json")),
+    Case("profile-fifo", _profile("pipe.json"), r"pipe\.json.*not a regular file", _fifo("psa_profiles", "pipe.json")),
     Case("npy-pickled", _profile("obj.npy"), r"obj\.npy: not a plain numeric \.npy file \(it holds pickled",
          _npy("obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)),
     Case("npy-strings", _profile("str.npy"), r"str\.npy: embedding has dtype",
@@ -282,9 +282,16 @@ def _outputs(server) -> set[Path]:
 
 
 def _cheap_good_prompt(scale: float) -> dict:
-    """Loader → patcher → profile → PSA Apply Profile → Preview Any: the PSA path without sampling."""
+    """Loader → patcher → profile → PSA Apply Profile → Preview Any: the PSA path without sampling.
+
+    The text encodings are previewed too, so that they stay in ComfyUI's cache for the next case.
+    """
     prompt = base_prompt()
-    prompt = {k: prompt[k] for k in ("1", "2", "5")}
+    prompt = {k: prompt[k] for k in ("1", "2", "3", "4", "5", "6")}
+    prompt["32"] = {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["3", 0],
+                                                                    "conditioning_2": ["4", 0]}}
+    prompt["33"] = {"class_type": "PreviewAny", "inputs": {"source": ["32", 0]}}
+    prompt["34"] = {"class_type": "PreviewAny", "inputs": {"source": ["6", 0]}}
     prompt["30"] = {"class_type": "PSAApplyProfile", "inputs": {"model": ["2", 0], "profile": ["5", 0],
                                                                  "psa_scale": scale, "start_percent": 0.0,
                                                                  "end_percent": 1.0}}
