@@ -101,7 +101,7 @@ def attribute_profile_files() -> list[str]:
         if name.endswith(".json"):
             try:
                 path = folder_paths.get_full_path(folders.PROFILES, name)
-                listed = bool(path) and is_attribute_profile_file(Path(path))
+                listed = not path or is_attribute_profile_file(Path(path))  # not a regular file: errors when chosen
             except Exception:  # noqa: BLE001 - listing never fails (docs/security.md, "Listing")
                 listed = True
             if listed:
