@@ -159,7 +159,10 @@ class StructuredProfile:
                 raise ProfileError(f"{source}: unknown profile key {key!r}; accepted keys: "
                                    f"{sorted(set(_KEYS) | _IGNORED_KEYS)}")
             kwargs[_KEYS[norm]] = value
-        return cls.create(**kwargs)
+        try:
+            return cls.create(**kwargs)
+        except ProfileError as exc:
+            raise ProfileError(f"{source}: {exc}") from None
 
     @classmethod
     def from_json_object(cls, data, source: str = "profile") -> "StructuredProfile":
