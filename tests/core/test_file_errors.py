@@ -211,3 +211,12 @@ def test_converter_prints_one_error_line(tmp_path, content):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "in.safetensors" in lines[0], proc.stderr
     assert not (tmp_path / "o.bin").exists()
+
+
+@pytest.mark.parametrize("spec,expect", [({"age": 200}, "age must be a whole number"),
+                                         ({"gender": "robot"}, "unknown gender 'robot'"),
+                                         ({}, "empty profile"),
+                                         ({"forbidden": ["Hate"], "allowed": ["Hate"]}, "both forbidden and allowed")])
+def test_attribute_value_errors_name_the_file(profiles, spec, expect):
+    with pytest.raises(ProfileError, match=rf"^a\.json: .*{expect}"):
+        load_structured_profile(_write(profiles, "a.json", spec))

@@ -10,6 +10,7 @@ changes the next output.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import sys
 
@@ -21,7 +22,9 @@ from scripts.comfy_server import ComfyServer
 from support.hostile_world import base_prompt, extra_paths_yaml, load_profile, policy_profile
 
 pytestmark = pytest.mark.slow
-PROMPTS = 60
+# 60 by default (the figure); PSA_LOAD_PROMPTS lowers it on an overloaded machine (≥ 13 keeps
+# at least one repeated prompt inside the run).
+PROMPTS = int(os.environ.get("PSA_LOAD_PROMPTS", "60"))
 
 
 def _batch_profile(names: list[str]) -> dict:
