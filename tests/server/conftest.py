@@ -56,8 +56,9 @@ def hostile_server(comfy_host, hostile_models_dir, tmp_path_factory):
 
     work = tmp_path_factory.mktemp("hostile_server")
     server = ComfyServer(comfy_host, python=sys.executable, models_dir=hostile_models_dir, work_dir=work,
-                         extra_args=["--extra-model-paths-config",
-                                     str(extra_paths_yaml(hostile_models_dir, work / "llm_paths.yaml"))])
+                         start_timeout=600, extra_args=[
+                             "--extra-model-paths-config",
+                             str(extra_paths_yaml(hostile_models_dir, work / "llm_paths.yaml"))])
     server.start()
     yield server
     server.stop()

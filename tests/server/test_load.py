@@ -69,7 +69,7 @@ def _run_all(server, prompts: list[dict]) -> list[dict]:
 def test_mixed_prompts_are_isolated_and_memory_is_flat(hostile_models_dir, comfy_host, tmp_path):
     work = tmp_path / "load"
     with ComfyServer(comfy_host, python=sys.executable, models_dir=hostile_models_dir, work_dir=work,
-                     extra_args=["--extra-model-paths-config",
+                     start_timeout=600, extra_args=["--extra-model-paths-config",
                                  str(extra_paths_yaml(hostile_models_dir, tmp_path / "llm.yaml"))]) as server:
         warm = _run_all(server, [KINDS[k](seed=1) for k in range(len(KINDS))])  # every kind once
         assert all(_pixels(server, e) for e in warm)
@@ -91,6 +91,7 @@ def test_mixed_prompts_are_isolated_and_memory_is_flat(hostile_models_dir, comfy
             assert all(np.array_equal(a, b) for a, b in zip(outputs[i], outputs[j])), (i, j)
     subset = list(range(len(KINDS)))  # one of each kind, run alone on a fresh server
     with ComfyServer(comfy_host, python=sys.executable, models_dir=hostile_models_dir, work_dir=tmp_path / "fresh",
+                     start_timeout=600,
                      extra_args=["--extra-model-paths-config", str(tmp_path / "llm.yaml")]) as fresh:
         for i in subset:
             alone = _pixels(fresh, fresh.run(_prompt(i), timeout=1800))
