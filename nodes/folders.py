@@ -29,7 +29,7 @@ def register() -> None:
             folder_paths.folder_names_and_paths[name] = ([default], set(extensions))
 
 
-def _listable(name: str) -> bool:
+def listable(name: str) -> bool:
     """Names a browser can show and send back (a name that is not valid UTF-8 is skipped)."""
     try:
         name.encode("utf-8")
@@ -48,7 +48,7 @@ def safe_list(folder: str) -> list[str]:
         names = folder_paths.get_filename_list(folder)
     except Exception:  # noqa: BLE001 - an unreadable folder lists as empty rather than hiding the node
         return []
-    return sorted(n for n in names if isinstance(n, str) and _listable(n))
+    return sorted(n for n in names if isinstance(n, str) and listable(n))
 
 
 def adapter_files() -> list[str]:

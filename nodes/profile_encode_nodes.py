@@ -63,7 +63,7 @@ def llm_folders() -> list[str]:
     for root in _llm_roots():
         for config in _glob_names(root, "*/config.json") + _glob_names(root, "*/*/config.json"):
             names.add(config.parent.relative_to(root).as_posix())
-    return sorted(n for n in names if folders._listable(n))
+    return sorted(n for n in names if folders.listable(n))
 
 
 def llm_path(name: str) -> Path:
@@ -79,7 +79,7 @@ def llm_path(name: str) -> Path:
 
 def template_files() -> list[str]:
     names = {p.name for root in _llm_roots() for p in _glob_names(root, "*.txt")}
-    return [DEFAULT_TEMPLATE_NAME] + sorted(n for n in names if folders._listable(n))
+    return [DEFAULT_TEMPLATE_NAME] + sorted(n for n in names if folders.listable(n))
 
 
 def template_text(name: str) -> str:
