@@ -57,5 +57,9 @@ class PSAModelPatcher(io.ComfyNode):
     def execute(cls, model, adapter_name: str) -> io.NodeOutput:
         return io.NodeOutput(attach_adapter(model, load_adapter_file(adapter_name)))
 
+    @classmethod
+    def fingerprint_inputs(cls, adapter_name: str, **_) -> str:
+        return folders.file_fingerprint(folders.ADAPTERS, adapter_name)  # an edited file is reloaded
+
 
 NODES = [PSAModelPatcher]

@@ -29,19 +29,50 @@ def register() -> None:
             folder_paths.folder_names_and_paths[name] = ([default], set(extensions))
 
 
+def listable(name: str) -> bool:
+    """Names a browser can show and send back (a name that is not valid UTF-8 is skipped)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def safe_list(folder: str) -> list[str]:
+    """File names in a model folder; never raises (docs/security.md, "Listing").
+
+    Listing reads no file content, so no file — whatever its size or bytes — can break a node's
+    input list or ``/object_info``; a bad file errors only when a prompt selects it.
+    """
+    try:
+        names = folder_paths.get_filename_list(folder)
+    except Exception:  # noqa: BLE001 - an unreadable folder lists as empty rather than hiding the node
+        return []
+    return sorted(n for n in names if isinstance(n, str) and listable(n))
+
+
 def adapter_files() -> list[str]:
-    return sorted(folder_paths.get_filename_list(ADAPTERS))
+    return safe_list(ADAPTERS)
 
 
 def profile_files() -> list[str]:
     """Profile files, without the per-user files of a Sage embeddings folder (use PSA Sage User)."""
-    return sorted(f for f in folder_paths.get_filename_list(PROFILES)
-                  if SAGE_EMBEDDINGS_DIR not in Path(f).parts)
+    return [f for f in safe_list(PROFILES) if SAGE_EMBEDDINGS_DIR not in Path(f).parts]
+
+
+def roots(folder: str) -> list[Path]:
+    """The registered locations of a model folder (where file references must stay; docs/security.md)."""
+    return [Path(p) for p in folder_paths.get_folder_paths(folder)]
 
 
 def full_path(folder: str, name: str) -> Path:
     path = folder_paths.get_full_path(folder, name)
     if path is None:
+        inside = os.path.relpath(os.path.join(os.sep, name), os.sep)  # no climbing out, as ComfyUI does
+        for root in folder_paths.get_folder_paths(folder):
+            if os.path.lexists(os.path.join(root, inside)):
+                raise FileNotFoundError(f"'{name}' in {folder} is not a regular file (a folder, pipe, device or "
+                                        "broken link); replace it with the file itself")
         raise FileNotFoundError(f"'{name}' is not in any {folder} folder ({', '.join(folder_paths.get_folder_paths(folder))}); "
                                 "put the file there and refresh the page")
     return Path(path)
@@ -68,3 +99,34 @@ def check_choice(input_name: str, value, options: list[str], where: str) -> bool
         return True
     shown = ", ".join(options[:10]) + (f", … ({len(options)} in all)" if len(options) > 10 else "")
     return f"{input_name} '{value}' is not in {where} (there: {shown or 'nothing'}); put the file there and refresh"
+
+
+def _stat_key(path: Path) -> str:
+    try:
+        stat = path.stat()
+        return f"{stat.st_mtime_ns}:{stat.st_size}"
+    except OSError:
+        return "missing"
+
+
+def file_fingerprint(folder: str, name: str) -> str:
+    """Changes when the file (or, for a profile ``.json``, the embedding it names) changes on disk.
+
+    For ComfyUI's ``IS_CHANGED``: without it an edited file would be served from the execution
+    cache. Never raises (a missing or bad file errors when the node runs).
+    """
+    try:
+        path = folder_paths.get_full_path(folder, name)
+        if path is None:
+            return f"missing:{name}"
+        path = Path(path)
+        key = f"{name}:{_stat_key(path)}"
+        if path.suffix == ".json" and path.is_file() and path.stat().st_size <= (1 << 20):
+            import json
+
+            data = json.loads(path.read_bytes().decode("utf-8"))
+            if isinstance(data, dict) and isinstance(data.get("embedding"), str):
+                key += f"|{_stat_key(path.parent / data['embedding'])}"
+        return key
+    except Exception:  # noqa: BLE001 - a fingerprint never fails; loading reports the problem
+        return f"unreadable:{name}"

@@ -5,7 +5,8 @@ policy, the rule policy, explicit, or later by an LLM), showing them as text; it
 ``PSA_PROFILE_SPEC`` (no embedding yet).
 ``PSA Encode Profile (LLM)`` and ``PSA Nearest Sage User`` turn a spec into a ``PSA_PROFILE``.
 Attributes typed into widgets are saved in the workflow and in image metadata; referencing an
-attribute-only ``.json`` in models/psa_profiles keeps them out of both.
+attribute-only ``.json`` in models/psa_profiles keeps them out of both for new workflows, and
+PSA Save Image (redacted) writes images without them (docs/security.md, "Privacy").
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import folder_paths
 from comfy_api.latest import io
 
+from psa_model.confine import PathEscapeError, under_roots
 from psa_model.profiles.embedding_cache import EmbeddingCache, encode_with_cache
 from psa_model.profiles.embedding_check import encoding_summary
 from psa_model.profiles.llm_encoder import DEFAULT_TEMPLATE, ProfileEncoder, check_model_folder, load_template
@@ -58,44 +60,61 @@ def _llm_roots() -> list[Path]:
     return [Path(p) for name in LLM_FOLDERS for p in folder_paths.get_folder_paths(name)]
 
 
+def _glob_names(root: Path, pattern: str) -> list[Path]:
+    try:
+        return list(root.glob(pattern)) if root.is_dir() else []
+    except OSError:  # an unreadable folder lists as empty (docs/security.md, "Listing")
+        return []
+
+
 def llm_folders() -> list[str]:
     """Sub-folders (one level, or two for ``org/model``) holding a ``config.json``."""
     names = set()
     for root in _llm_roots():
-        if root.is_dir():
-            for config in list(root.glob("*/config.json")) + list(root.glob("*/*/config.json")):
-                names.add(config.parent.relative_to(root).as_posix())
-    return sorted(names)
+        for config in _glob_names(root, "*/config.json") + _glob_names(root, "*/*/config.json"):
+            names.add(config.parent.relative_to(root).as_posix())
+    return sorted(n for n in names if folders.listable(n))
 
 
 def llm_path(name: str) -> Path:
-    for root in _llm_roots():
-        if (root / name).is_dir():
-            return root / name
+    try:
+        found = under_roots(name, _llm_roots(), "LLM folder")
+    except PathEscapeError as exc:
+        raise ProfileError(str(exc)) from None
+    if found is not None and found.is_dir():
+        return found
     raise FileNotFoundError(f"LLM folder '{name}' not found in {[str(r) for r in _llm_roots()]}; put a Hugging Face "
                             "model folder (config.json, tokenizer, *.safetensors) into models/LLM or models/psa_llm")
 
 
 def template_files() -> list[str]:
-    names = {p.name for root in _llm_roots() if root.is_dir() for p in root.glob("*.txt")}
-    return [DEFAULT_TEMPLATE_NAME] + sorted(names)
+    names = {p.name for root in _llm_roots() for p in _glob_names(root, "*.txt")}
+    return [DEFAULT_TEMPLATE_NAME] + sorted(n for n in names if folders.listable(n))
 
 
 def template_text(name: str) -> str:
     if name == DEFAULT_TEMPLATE_NAME:
         return load_template(DEFAULT_TEMPLATE)
-    for root in _llm_roots():
-        if (root / name).is_file():
-            return load_template(root / name)
-    raise FileNotFoundError(f"template file '{name}' not found in the LLM folders")
+    try:
+        found = under_roots(name, _llm_roots(), "template")
+    except PathEscapeError as exc:
+        raise ProfileError(str(exc)) from None
+    if found is not None and found.is_file():
+        return load_template(found)
+    raise FileNotFoundError(f"template file '{name}' not found in the LLM folders; put the .txt into models/LLM")
 
 
 def attribute_profile_files() -> list[str]:
+    """Candidate attribute-only ``.json`` files; never raises (a damaged file is listed and errors when chosen)."""
     out = []
     for name in folders.profile_files():
         if name.endswith(".json"):
-            path = folder_paths.get_full_path(folders.PROFILES, name)
-            if path and is_attribute_profile_file(Path(path)):
+            try:
+                path = folder_paths.get_full_path(folders.PROFILES, name)
+                listed = not path or is_attribute_profile_file(Path(path))  # not a regular file: errors when chosen
+            except Exception:  # noqa: BLE001 - listing never fails (docs/security.md, "Listing")
+                listed = True
+            if listed:
                 out.append(name)
     return out
 
@@ -125,8 +144,9 @@ class PSAProfilePolicy(io.ComfyNode):
             inputs=[
                 io.Combo.Input("profile_file", options=[NO_FILE, *attribute_profile_files()],
                                tooltip="Attribute-only profile .json in models/psa_profiles. When chosen, the attribute "
-                                       "widgets are ignored — and the attributes stay out of the workflow and image "
-                                       "metadata."),
+                                       "widgets are ignored and the file's attributes are not written into the "
+                                       "workflow — but values still in the widgets are saved in it and in image "
+                                       "metadata; reset them, or save with PSA Save Image (redacted)."),
                 io.Int.Input("age", default=-1, min=-1, max=120,
                              tooltip="Age in years (0–120); -1 = not given. Saved in the workflow."),
                 io.Combo.Input("gender", options=opt(GENDERS),
@@ -154,6 +174,10 @@ class PSAProfilePolicy(io.ComfyNode):
                 io.String.Output(display_name="explanation", tooltip="Which rules fired, and the rule table."),
             ],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, profile_file, **_) -> str:
+        return "" if profile_file == NO_FILE else folders.file_fingerprint(folders.PROFILES, profile_file)
 
     @classmethod
     def validate_inputs(cls, profile_file) -> bool | str:

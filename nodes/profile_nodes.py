@@ -44,8 +44,13 @@ class PSALoadProfile(io.ComfyNode):
         return folders.check_choice("profile_name", profile_name, folders.profile_files(), "models/psa_profiles")
 
     @classmethod
+    def fingerprint_inputs(cls, profile_name: str, **_) -> str:
+        return folders.file_fingerprint(folders.PROFILES, profile_name)  # an edited file is reloaded
+
+    @classmethod
     def execute(cls, profile_name: str) -> io.NodeOutput:
-        return _outputs(load_profile_file(folders.full_path(folders.PROFILES, profile_name)))
+        return _outputs(load_profile_file(folders.full_path(folders.PROFILES, profile_name),
+                                          folders.roots(folders.PROFILES)))
 
 
 class PSASageUser(io.ComfyNode):

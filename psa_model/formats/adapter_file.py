@@ -68,9 +68,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 # -- reading -------------------------------------------------------------------------------
-def _from_reference(groups: dict[str, dict[str, torch.Tensor]], source: str) -> tuple[dict, dict]:
+_FIX = ("use the adapter file as published (psa_adapter.bin or its .safetensors variant) or one written by "
+        "this pack's trainer or converter")
+
+
+def _from_reference(groups: dict, source: str) -> tuple[dict, dict]:
     if set(groups) != {"psa_adapter", "user_proj"}:
-        raise AdapterFormatError(f"{source}: expected groups 'psa_adapter' and 'user_proj', found {sorted(groups)}")
+        found = sorted(str(g)[:40] for g in groups)[:8]
+        raise AdapterFormatError(f"{source}: expected groups 'psa_adapter' and 'user_proj', found {found}; {_FIX}")
+    for name, group in groups.items():
+        if not isinstance(group, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                  for k, v in group.items()):
+            raise AdapterFormatError(f"{source}: '{name}' must map names to tensors; {_FIX}")
     tensors = {}
     for k in _PROJ_KEYS:
         if k not in groups["user_proj"]:
@@ -97,7 +106,10 @@ def _from_reference(groups: dict[str, dict[str, torch.Tensor]], source: str) -> 
                     raise AdapterFormatError(f"{source}: psa_adapter.{i}.{kind}.{g}.weight is missing (the file has "
                                              f"{n_groups} groups; every layer needs to_k_user and to_v_user for each)")
                 tensors[canonical_layer_key(i, kind, g)] = parsed[(i, kind, g)]
-    arch = architecture_for_layer_count(len(layer_ids))
+    try:
+        arch = architecture_for_layer_count(len(layer_ids))
+    except ValueError as exc:
+        raise AdapterFormatError(f"{source}: {exc}; {_FIX}") from None
     return tensors, {"arch": arch.name, "user_attention": PER_GROUP}
 
 
@@ -129,13 +141,20 @@ def _split_prefixed(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.
 def read_adapter_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Canonical (native-named) tensors and metadata of any supported adapter file."""
     path = Path(path)
+    source = path.name
+    if path.exists() and not path.is_file():  # a FIFO or device would block or never end
+        raise AdapterFormatError(f"{source}: not a regular file; put the adapter file itself into "
+                                 "models/psa_adapters")
     if not path.is_file():
         raise FileNotFoundError(f"PSA adapter file not found: {path}")
-    source = path.name
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as fh:
-            meta = dict(fh.metadata() or {})
-            flat = {k: fh.get_tensor(k) for k in fh.keys()}
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = dict(fh.metadata() or {})
+                flat = {k: fh.get_tensor(k) for k in fh.keys()}
+        except Exception as exc:  # noqa: BLE001 - safetensors' own error type, OSError, and others
+            raise AdapterFormatError(f"{source}: not a readable .safetensors file ({_first_line(exc)}); the file "
+                                     f"is damaged or incomplete — download or convert it again ({_FIX})") from None
         if meta.get("psa_format") == NATIVE_FORMAT:
             if meta.get("psa_format_version") not in NATIVE_VERSIONS:
                 raise AdapterFormatError(f"{source}: native format version {meta.get('psa_format_version')} "
@@ -149,9 +168,12 @@ def read_adapter_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
     if path.suffix in (".bin", ".pt", ".pth"):
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # the restricted unpickler refuses code and unknown types
-            raise AdapterFormatError(f"{source}: not a plain tensor pickle ({exc.__class__.__name__}: {exc}); "
-                                     "refusing to load it") from None
+        except Exception as exc:  # noqa: BLE001 - the restricted unpickler refuses code and unknown types
+            # torch's own message suggests retrying with weights_only=False, i.e. running the file's
+            # code: that advice must not reach the user (docs/security.md, "Errors").
+            raise AdapterFormatError(f"{source}: not a plain tensor pickle ({exc.__class__.__name__}); refusing to "
+                                     "load it, since it may contain code or is damaged. Get the published "
+                                     "psa_adapter.bin again, or its .safetensors variant") from None
         if not isinstance(obj, dict):
             raise AdapterFormatError(f"{source}: expected a dict, found {type(obj).__name__}")
         return _from_reference(obj, source)
@@ -199,6 +221,11 @@ def user_semantics(tensors: dict[str, torch.Tensor], meta: dict) -> tuple[int, i
     return tokens, n_groups, attention
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0][:160]}" if text else exc.__class__.__name__
+
+
 def config_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> AdapterConfig:
     """Shapes (and the architecture and user attention named in ``meta``) → :class:`AdapterConfig`, checked."""
     arch = architecture(meta["arch"])
@@ -217,18 +244,24 @@ def config_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> Adapter
 
 
 def load_adapter(path: str | Path, dtype: torch.dtype = torch.float32) -> PSAAdapter:
-    """Any supported adapter file → a :class:`PSAAdapter` (CPU, ``dtype``, eval mode)."""
+    """Any supported adapter file → a :class:`PSAAdapter` (CPU, ``dtype``, eval mode).
+
+    Every problem with the file's content is an :class:`AdapterFormatError` naming the file.
+    """
     tensors, meta = read_adapter_tensors(path)
+    source = Path(path).name
     broken = sorted(k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all())
     if broken:
-        raise AdapterFormatError(f"{Path(path).name}: tensors {broken[:4]} contain NaN or Inf values; the adapter "
+        raise AdapterFormatError(f"{source}: tensors {broken[:4]} contain NaN or Inf values; the adapter "
                                  "file is damaged or its training diverged — re-export or retrain it")
     try:
-        config = config_from_tensors(tensors, meta)
+        adapter = PSAAdapter(config_from_tensors(tensors, meta))
+        adapter.load_state_dict({k: v.to(dtype) for k, v in tensors.items()}, strict=True)
     except AdapterFormatError as exc:
-        raise AdapterFormatError(f"{Path(path).name}: {exc}") from None
-    adapter = PSAAdapter(config)
-    adapter.load_state_dict({k: v.to(dtype) for k, v in tensors.items()}, strict=True)
+        message = str(exc)
+        raise AdapterFormatError(message if message.startswith(source) else f"{source}: {message}") from None
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+        raise AdapterFormatError(f"{source}: inconsistent adapter tensors ({_first_line(exc)}); {_FIX}") from None
     return adapter.to(dtype).eval().requires_grad_(False)
 
 

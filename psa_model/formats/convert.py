@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .adapter_file import read_adapter_tensors, save_native, save_reference_bin, save_reference_safetensors
+from .adapter_file import AdapterFormatError, read_adapter_tensors, save_native, save_reference_bin, save_reference_safetensors
 
 TARGETS = ("native", "reference-bin", "reference-safetensors")
 
@@ -28,13 +28,24 @@ def convert(src: Path, dst: Path, target: str | None = None) -> str:
         if "training" in meta:
             import json
 
-            training = json.loads(meta["training"])
+            try:
+                training = json.loads(meta["training"])
+            except ValueError:
+                raise AdapterFormatError(f"{src.name}: its 'training' metadata is not JSON; convert the "
+                                         "original file again") from None
         save_native(tensors, dst, meta=meta, training=training)
     elif target == "reference-bin":
         save_reference_bin(tensors, dst, meta)
     else:
         save_reference_safetensors(tensors, dst, meta)
     return target
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.filename:
+        text = f"{Path(exc.filename).name}: {exc.strerror or text}"
+    return text or exc.__class__.__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"src {args.src}: no such file; give the adapter file to convert")
     try:
         target = convert(args.src, args.dst, args.to)
-    except (OSError, ValueError) as exc:
-        parser.error(str(exc))  # one "error:" line, exit status 2, as for a bad option
+    except (OSError, ValueError) as exc:  # AdapterFormatError is a ValueError
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a CLI prints one line, never a traceback
+        print(f"error: {args.src.name}: could not convert ({exc.__class__.__name__}); the file is not a PSA "
+              "adapter this pack reads", file=sys.stderr)
+        return 2
     print(f"wrote {args.dst} ({target})")
     return 0
 

@@ -69,9 +69,12 @@ class EmbeddingCache:
         if not path.is_file():
             return None
         try:
-            return load_file(str(path))["embedding"]
+            tensor = load_file(str(path))["embedding"]
         except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed, not fatal
             return None
+        if tensor.ndim != 1 or not tensor.dtype.is_floating_point or not torch.isfinite(tensor).all():
+            return None  # not something this cache wrote: recompute (and overwrite) it
+        return tensor.float()
 
     def put(self, key: str, embedding: torch.Tensor, metadata: dict[str, str] | None = None) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,15 @@ def load_template(path: Path | None = None) -> str:
     path = Path(path) if path is not None else DEFAULT_TEMPLATE
     if not path.is_file():
         raise LLMEncoderError(f"profile template file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        if path.stat().st_size > 1 << 20:
+            raise LLMEncoderError(f"{path.name}: a profile template over 1 MiB is not one; remove it from the "
+                                  "LLM folder")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise LLMEncoderError(f"{path.name}: the template is not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:
+        raise LLMEncoderError(f"{path.name}: cannot read the template ({exc.strerror})") from None
     check_template(text, path.name)
     return text
 
@@ -74,14 +82,26 @@ def read_config(folder: Path) -> dict:
     if not config.is_file():
         raise LLMEncoderError(f"{folder.name}: no config.json; expected a Hugging Face model folder "
                               "(config.json, tokenizer files, *.safetensors)")
-    return json.loads(config.read_text())
+    try:
+        data = json.loads(config.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise LLMEncoderError(f"{folder.name}/config.json cannot be read ({exc.__class__.__name__}); copy the "
+                              "model folder again from its Hugging Face download") from None
+    if not isinstance(data, dict):
+        raise LLMEncoderError(f"{folder.name}/config.json is not a JSON object; copy the model folder again")
+    return data
 
 
 def hidden_size(config: dict) -> int:
-    for source in (config, config.get("text_config") or {}):
+    text_config = config.get("text_config")
+    for source in (config, text_config if isinstance(text_config, dict) else {}):
         if "hidden_size" in source:
-            return int(source["hidden_size"])
-    raise LLMEncoderError("config.json has no hidden_size")
+            value = source["hidden_size"]
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+            raise LLMEncoderError(f"config.json: hidden_size must be a positive whole number, got {value!r}; "
+                                  "copy the model folder again")
+    raise LLMEncoderError("config.json has no hidden_size: not a causal-LM folder (use e.g. Qwen2.5-7B-Instruct)")
 
 
 def check_model_folder(folder: Path, expected_dim: int | None = None) -> int:

@@ -11,9 +11,12 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
+
+from ..confine import PathEscapeError, confined_path
 
 CATEGORIES = ("Hate", "Harassment", "Violence", "Self-Harm", "Sexuality", "Shocking", "Propaganda")
 
@@ -91,41 +94,70 @@ def combine(profiles: list[PSAProfile]) -> PSAProfile:
     return PSAProfile(torch.cat([p.embeddings for p in profiles]), tuple(l for p in profiles for l in p.labels))
 
 
+MAX_JSON_BYTES = 1 << 20  # a profile .json is a few hundred bytes; anything over 1 MiB is not one
+PROFILE_JSON_KEYS = ("embedding", "name", "forbidden", "allowed", "note")
+_FIX_EMBEDDING = "re-create it with numpy.save(path, vector) (float32, shape (E,)) or as a one-tensor .safetensors"
+
+
 def _as_vector(array: np.ndarray, source: str) -> torch.Tensor:
-    squeezed = np.asarray(array, dtype=np.float32).reshape(-1) if array.ndim and array.size == array.shape[-1] else None
-    if squeezed is None:
-        raise ProfileError(f"{source}: expected one embedding of shape (E,) or (1, 1, E), got {array.shape}")
+    if array.dtype.kind not in "fiu":
+        raise ProfileError(f"{source}: embedding has dtype {array.dtype}, expected numbers; {_FIX_EMBEDDING}")
+    if not array.ndim or array.size != array.shape[-1] or array.size == 0:
+        raise ProfileError(f"{source}: expected one embedding of shape (E,) or (1, 1, E), got {array.shape}; "
+                           f"{_FIX_EMBEDDING}")
+    with np.errstate(over="ignore"):  # overflow shows up as Inf and is refused by PSAProfile
+        squeezed = np.asarray(array, dtype=np.float32).reshape(-1)
     return torch.from_numpy(squeezed.copy())
 
 
 def load_embedding_file(path: Path) -> torch.Tensor:
-    """An embedding file → ``[E]`` float32. ``.npy`` must not contain pickled objects."""
+    """An embedding file → ``[E]`` float32. ``.npy`` must not contain pickled objects.
+
+    Every failure is a :class:`ProfileError` naming the file (docs/security.md, "Errors").
+    """
     path = Path(path)
     if not path.is_file():
-        raise ProfileError(f"embedding file not found: {path}")
+        raise ProfileError(f"embedding file not found: {path.name}; put it into models/psa_profiles")
     if path.suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise ProfileError(f"{path.name}: not a plain numeric .npy file ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - numpy raises many types for damaged files
+            detail = "it holds pickled objects" if "pickle" in str(exc) else exc.__class__.__name__
+            raise ProfileError(f"{path.name}: not a plain numeric .npy file ({detail}); {_FIX_EMBEDDING}") from None
         return _as_vector(array, path.name)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        tensors = load_file(str(path))
+        try:
+            tensors = load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type and others
+            raise ProfileError(f"{path.name}: not a readable .safetensors file ({exc.__class__.__name__}); "
+                               f"{_FIX_EMBEDDING}") from None
         if len(tensors) != 1:
-            raise ProfileError(f"{path.name}: expected one tensor, found {sorted(tensors)}")
-        return _as_vector(next(iter(tensors.values())).float().numpy(), path.name)
+            raise ProfileError(f"{path.name}: expected one tensor, found {len(tensors)}; {_FIX_EMBEDDING}")
+        tensor = next(iter(tensors.values()))
+        if not (tensor.dtype.is_floating_point or tensor.dtype in (torch.int8, torch.int16, torch.int32,
+                                                                     torch.int64, torch.uint8)):
+            raise ProfileError(f"{path.name}: embedding has dtype {tensor.dtype}, expected numbers; {_FIX_EMBEDDING}")
+        return _as_vector(tensor.float().numpy(), path.name)
     raise ProfileError(f"{path.name}: unsupported embedding file type (use .npy or .safetensors)")
 
 
-def _categories(values, source: str) -> tuple[str, ...] | None:
+def _categories(values, source: str, key: str = "forbidden") -> tuple[str, ...] | None:
     if values is None:
         return None
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+        raise ProfileError(f"{source}: '{key}' must be a list of category names such as [\"Hate\", \"Violence\"], "
+                           f"got {type(values).__name__} {_short(values)}; known: {list(CATEGORIES)}")
     unknown = [v for v in values if v not in CATEGORIES]
     if unknown:
-        raise ProfileError(f"{source}: unknown categories {unknown}; known: {list(CATEGORIES)}")
-    return tuple(sorted(values, key=CATEGORIES.index))
+        raise ProfileError(f"{source}: unknown categories {unknown} in '{key}'; known: {list(CATEGORIES)}")
+    return tuple(sorted(set(values), key=CATEGORIES.index))
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def parse_category_list(text: str) -> list[str]:
@@ -136,29 +168,69 @@ def parse_category_list(text: str) -> list[str]:
     return [part.strip().strip("'\"") for part in text.strip("[]").split(",") if part.strip()]
 
 
-def load_profile_file(path: Path) -> PSAProfile:
+def read_json_file(path: Path, what: str = "profile JSON"):
+    """A small JSON file's content; every failure (size, encoding, syntax, nesting) is a :class:`ProfileError`."""
+    path = Path(path)
+    if not path.is_file():  # also refuses FIFOs and devices, which would block or never end
+        raise ProfileError(f"{path.name}: not a regular file; put a {what} file into models/psa_profiles")
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise ProfileError(f"{path.name}: {size} bytes is too large for a {what} (limit {MAX_JSON_BYTES}); "
+                               "this is not a profile file — remove it from models/psa_profiles")
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except ProfileError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        detail = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else (
+            "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:200])
+        raise ProfileError(f"{path.name}: cannot read {what} ({detail}); fix the file (UTF-8 JSON object, "
+                           "see docs/security.md) or remove it from models/psa_profiles") from None
+
+
+def load_profile_file(path: Path, roots: Sequence[Path] | None = None) -> PSAProfile:
     """A profile from an embedding file or a ``.json`` that points at one.
 
-    JSON keys: ``embedding`` (path, relative to the JSON file), optional ``name``,
-    ``forbidden``, ``allowed`` (category lists); attributes (``age``, ``gender``, …) may be
-    kept beside them and must then be valid, as in an attribute-only profile.
+    JSON keys (strict, nothing else): ``embedding`` (file name relative to the JSON file, which
+    must stay inside ``roots`` — default: the JSON file's folder; docs/security.md), optional
+    ``name`` (text), ``forbidden``/``allowed`` (lists of category names), ``note`` (text);
+    attributes (``age``, ``gender``, …) may be kept beside them and must then be valid, as in an
+    attribute-only profile.
     """
     path = Path(path)
     if path.suffix != ".json":
         return PSAProfile(load_embedding_file(path)[None], (ProfileLabel(path.stem, source=path.name),))
-    try:
-        spec = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ProfileError(f"{path.name}: cannot read profile JSON ({exc})") from None
+    spec = read_json_file(path)
+    source = path.name
+    if not isinstance(spec, dict):
+        raise ProfileError(f"{source}: a profile file must be a JSON object with the keys {list(PROFILE_JSON_KEYS)}, "
+                           f"got {type(spec).__name__}")
+    unknown = sorted(str(k) for k in spec if k not in PROFILE_JSON_KEYS)
     if "embedding" not in spec:
-        raise ProfileError(f"{path.name}: no 'embedding' key; attribute-only profiles need an encoder "
-                           "(PSA Encode Profile or PSA Nearest Sage User)")
-    from .schema import check_attribute_values  # noqa: PLC0415 - schema imports this module
+        raise ProfileError(f"{source}: no 'embedding' key; attribute-only profiles need an encoder "
+                           "(PSA Profile Policy → PSA Encode Profile or PSA Nearest Sage User)")
+    from .schema import ATTRIBUTE_KEYS, check_attribute_values  # noqa: PLC0415 - schema imports this module
 
-    check_attribute_values(spec, path.name)  # attributes beside an embedding follow the same rules
-    embedding = load_embedding_file(path.parent / spec["embedding"])
-    label = ProfileLabel(spec.get("name", path.stem), _categories(spec.get("forbidden"), path.name),
-                         _categories(spec.get("allowed"), path.name), path.name)
+    unknown = [k for k in unknown if k.strip().lower() not in ATTRIBUTE_KEYS]
+    if unknown:
+        raise ProfileError(f"{source}: unknown keys {unknown}; a profile file with an embedding accepts only "
+                           f"{list(PROFILE_JSON_KEYS)} and the attributes {sorted(ATTRIBUTE_KEYS)}")
+    check_attribute_values(spec, source)  # attributes beside an embedding follow the same rules
+    for key in ("embedding", "name", "note"):
+        if key in spec and not isinstance(spec[key], str):
+            raise ProfileError(f"{source}: '{key}' must be text, got {type(spec[key]).__name__} {_short(spec[key])}")
+    forbidden = _categories(spec.get("forbidden"), source, "forbidden")
+    allowed = _categories(spec.get("allowed"), source, "allowed")
+    try:
+        target = confined_path(spec["embedding"], path.parent, roots if roots is not None else [path.parent],
+                               "embedding", source)
+    except PathEscapeError as exc:
+        raise ProfileError(str(exc)) from None
+    try:
+        embedding = load_embedding_file(target)
+    except ProfileError as exc:
+        raise ProfileError(f"{source}: its embedding {spec['embedding']!r}: {exc}") from None
+    label = ProfileLabel(spec.get("name") or path.stem, forbidden, allowed, source)
     return PSAProfile(embedding[None], (label,))
 
 
@@ -172,9 +244,13 @@ def normalise_user_id(user_id: str | int) -> str:
 
 def read_sage_users(table: Path) -> dict[str, dict[str, str]]:
     """``sage_users.csv`` → {User_ID: row}; User_ID is the 1-based row number when not a column."""
-    with open(table, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return {normalise_user_id(r.get("User_ID") or i + 1): r for i, r in enumerate(rows)}
+    try:
+        with open(table, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        return {normalise_user_id(r.get("User_ID") or i + 1): r for i, r in enumerate(rows)}
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ProfileError(f"{Path(table).name}: cannot read the Sage users table ({exc.__class__.__name__}); "
+                           "copy sage_users.csv from the published Sage data again") from None
 
 
 def load_sage_user(folder: Path, user_id: str | int, name: str | None = None) -> PSAProfile:
@@ -189,8 +265,13 @@ def load_sage_user(folder: Path, user_id: str | int, name: str | None = None) ->
     if table.is_file():
         row = read_sage_users(table).get(uid)
         if row is not None:
-            forbidden = _categories(parse_category_list(row["Banned_Categories"]), SAGE_USERS_FILE)
-            allowed = _categories(parse_category_list(row["Allowed_Categories"]), SAGE_USERS_FILE)
+            try:
+                forbidden = _categories(parse_category_list(row["Banned_Categories"] or ""), SAGE_USERS_FILE)
+                allowed = _categories(parse_category_list(row["Allowed_Categories"] or ""), SAGE_USERS_FILE,
+                                      "allowed")
+            except KeyError as exc:
+                raise ProfileError(f"{SAGE_USERS_FILE}: column {exc} is missing; copy the published table "
+                                   "again") from None
     label = ProfileLabel(name or f"Sage user {uid}", forbidden, allowed, f"{SAGE_EMBEDDINGS_DIR}/{uid}.npy")
     return PSAProfile(load_embedding_file(emb_path)[None], (label,))
 

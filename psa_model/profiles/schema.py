@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .profile import CATEGORIES, ProfileError, parse_category_list
+from .profile import CATEGORIES, MAX_JSON_BYTES, ProfileError, parse_category_list, read_json_file
 
 GENDERS = ("male", "female")
 RELIGIONS = ("None", "Christianity", "Islam", "Buddhism")
@@ -44,6 +44,8 @@ _KEYS = {
 }
 _IGNORED_KEYS = {"name", "user_id", "cluster_id"}
 ATTRIBUTES = ("age", "age_group", "gender", "religion", "mental_condition", "physical_condition")
+# Attribute keys (any accepted spelling) that may stand beside an embedding in a profile .json.
+ATTRIBUTE_KEYS = frozenset(k for k, field in _KEYS.items() if field in ATTRIBUTES) | {"user_id", "cluster_id"}
 
 
 def age_group_for(age: int) -> str:
@@ -156,9 +158,44 @@ class StructuredProfile:
                     kwargs["name"] = value
                 continue
             if norm not in _KEYS:
-                raise ProfileError(f"{source}: unknown profile key {key!r}; known keys: {sorted(_KEYS)} and 'name'")
+                raise ProfileError(f"{source}: unknown profile key {key!r}; accepted keys: "
+                                   f"{sorted(set(_KEYS) | _IGNORED_KEYS)}")
             kwargs[_KEYS[norm]] = value
-        return cls.create(**kwargs)
+        try:
+            return cls.create(**kwargs)
+        except ProfileError as exc:
+            raise ProfileError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_json_object(cls, data, source: str = "profile") -> "StructuredProfile":
+        """Like :meth:`from_dict`, plus JSON types checked strictly (a file, not a table row or widget).
+
+        ``age`` a whole number, text attributes strings, ``forbidden``/``allowed`` lists of category
+        names (a bare string such as ``"Hate"`` is refused rather than guessed at).
+        """
+        if not isinstance(data, dict):
+            raise ProfileError(f"{source}: a profile must be a JSON object with the keys "
+                               f"{sorted(set(_KEYS) | _IGNORED_KEYS)}, got {type(data).__name__}")
+        for key, value in data.items():
+            field = _KEYS.get(str(key).strip().lower(), str(key).strip().lower())
+            if value is None:
+                continue
+            if field == "age":
+                ok = isinstance(value, int) and not isinstance(value, bool)
+                expected = "a whole number"
+            elif field in ("forbidden", "allowed"):
+                ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+                expected = 'a list of category names such as ["Hate", "Violence"]'
+            elif field in ("user_id", "cluster_id"):
+                ok = isinstance(value, (str, int)) and not isinstance(value, bool)
+                expected = "a number or text"
+            else:
+                ok = isinstance(value, str)
+                expected = "text"
+            if not ok:
+                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:60] + "..."
+                raise ProfileError(f"{source}: {key!r} must be {expected}, got {type(value).__name__} {shown}")
+        return cls.from_dict(data, source)
 
     @classmethod
     def from_sage_row(cls, row: dict, name: str = "") -> "StructuredProfile":
@@ -212,25 +249,31 @@ def check_attribute_values(data: dict, source: str) -> None:
 
 
 def load_structured_profile(path: Path) -> StructuredProfile:
-    """An attribute-only profile ``.json`` (no ``embedding`` key) → :class:`StructuredProfile`."""
+    """An attribute-only profile ``.json`` (no ``embedding`` key) → :class:`StructuredProfile`, strictly checked."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ProfileError(f"{path.name}: cannot read profile JSON ({exc})") from None
+    data = read_json_file(path)
     if isinstance(data, dict) and "embedding" in data:
         raise ProfileError(f"{path.name} points at an embedding file; load it with PSA Load Profile")
-    profile = StructuredProfile.from_dict(data, path.name)
+    profile = StructuredProfile.from_json_object(data, path.name)
     return profile if profile.name else replace(profile, name=path.stem)
 
 
 def is_attribute_profile_file(path: Path) -> bool:
-    """True for a ``.json`` profile without an ``embedding`` key (needs an encoder)."""
+    """Whether a ``.json`` belongs in PSA Profile Policy's list; never raises (docs/security.md, "Listing").
+
+    Only a well-formed JSON object with an ``embedding`` key is left out (it belongs to PSA Load
+    Profile); every other ``.json`` — including damaged ones — is listed, so that selecting it
+    shows what is wrong instead of the file silently missing.
+    """
     path = Path(path)
     if path.suffix != ".json":
         return False
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return isinstance(data, dict) and "embedding" not in data
+        if not path.is_file():  # a FIFO or device is never opened while listing
+            return True
+        if path.stat().st_size > MAX_JSON_BYTES:
+            return True
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except Exception:  # noqa: BLE001 - listing must never fail; the error shows when the file is chosen
+        return True
+    return not (isinstance(data, dict) and "embedding" in data)

@@ -39,3 +39,26 @@ def pytest_runtest_makereport(item, call):
     server = item.funcargs.get("comfy_server") if hasattr(item, "funcargs") else None
     if report.failed and server is not None:
         report.sections.append(("ComfyUI server log", server.log_tail(120)))
+
+
+@pytest.fixture(scope="session")
+def hostile_models_dir(comfy_host, fixture_paths, tmp_path_factory) -> Path:
+    """A models folder the reliability tests may fill with bad files (not the shared server's)."""
+    from support.hostile_world import build_models_dir
+
+    return build_models_dir(tmp_path_factory.mktemp("hostile_models"), fixture_paths)
+
+
+@pytest.fixture(scope="session")
+def hostile_server(comfy_host, hostile_models_dir, tmp_path_factory):
+    """One server for the whole bad-input corpus and the privacy tests (issue 11)."""
+    from support.hostile_world import extra_paths_yaml
+
+    work = tmp_path_factory.mktemp("hostile_server")
+    server = ComfyServer(comfy_host, python=sys.executable, models_dir=hostile_models_dir, work_dir=work,
+                         start_timeout=600, extra_args=[
+                             "--extra-model-paths-config",
+                             str(extra_paths_yaml(hostile_models_dir, work / "llm_paths.yaml"))])
+    server.start()
+    yield server
+    server.stop()
