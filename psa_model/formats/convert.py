@@ -10,6 +10,7 @@ files, and a joint multi-token native file cannot become a reference file (docs/
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .adapter_file import AdapterFormatError, read_adapter_tensors, save_native, save_reference_bin, save_reference_safetensors

@@ -134,10 +134,17 @@ def test_per_group_branch_is_the_sum_of_the_groups_values(tmp_path):
         assert (values[:, 0].double() - expected).abs().max() <= 1e-3 * expected.abs().max()
 
 
-def test_trainer_refuses_reference_export_of_a_joint_multi_token_run():
+def test_trainer_refuses_reference_export_of_a_joint_multi_token_run(tmp_path, capsys):
     from training.config import resolve_config
 
-    base = ["--checkpoint", "x.safetensors", "--train-data", "d", "--embeddings", "e", "--output-dir", "o"]
+    (tmp_path / "x.safetensors").write_bytes(b"")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "metadata.jsonl").write_text("")
+    (tmp_path / "e").mkdir()
+    base = ["--checkpoint", str(tmp_path / "x.safetensors"), "--train-data", str(tmp_path / "d"),
+            "--embeddings", str(tmp_path / "e"), "--output-dir", str(tmp_path / "o")]
     assert resolve_config(base + ["--export-reference-bin"]).export_reference_bin
-    with pytest.raises(ValueError, match="--export-reference-bin needs --user-tokens 1"):
+    with pytest.raises(SystemExit) as stopped:  # a bad option ends as argparse's one error line
         resolve_config(base + ["--export-reference-bin", "--user-tokens", "2"])
+    assert stopped.value.code == 2
+    assert "--export-reference-bin needs --user-tokens 1" in capsys.readouterr().err
