@@ -1,4 +1,4 @@
-"""``python -m training.train_psa``: Diffusion-DPO training of a PSA adapter (reference note §4).
+"""``python -m training.train_psa``: Diffusion-DPO training of a PSA adapter (``docs/reference-parity.md``).
 
 Every option is documented in ``--help``; options may come from a JSON file (``--config``) and
 the resolved configuration is written to ``OUTPUT_DIR/config.json``. The result,
