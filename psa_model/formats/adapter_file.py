@@ -5,7 +5,7 @@
   ``layers.{i}.to_k_user.weight``, ``layers.{i}.to_v_user.weight``; metadata
   ``psa_format=psa-native``, ``psa_format_version``, ``arch``, ``embed_dim``,
   ``cross_attention_dim``, ``user_tokens``, ``layer_names`` (JSON), ``training`` (JSON, optional).
-- **reference** ``psa_adapter.bin`` (reference §3): a pickled dict
+- **reference** ``psa_adapter.bin`` (docs/reference-parity.md, "Weight files"): a pickled dict
   ``{"psa_adapter": {"{i}.to_k_user.0.weight", "{i}.to_v_user.0.weight"}, "user_proj": {...}}``,
   read with ``torch.load(weights_only=True)`` so no pickled code can run.
 - **reference** ``.safetensors``: the same tensors with flat ``psa_adapter.`` / ``user_proj.`` prefixes.

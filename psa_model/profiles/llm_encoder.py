@@ -1,4 +1,4 @@
-"""LLM profile encoder (reference note §2): profile → filled template → chat template → causal LM →
+"""LLM profile encoder (docs/reference-parity.md): profile → filled template → chat template → causal LM →
 sum of the last hidden states over non-padding tokens.
 
 Any local Hugging Face causal-LM folder works (default expectation: Qwen2.5-7B-Instruct, hidden
