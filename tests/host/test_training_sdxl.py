@@ -111,8 +111,9 @@ def test_reference_sdxl_recipe_runs_a_step(sdxl, tmp_path):
 
     checkpoint, base = sdxl
     data = make_dataset(tmp_path / "data")
-    cfg = config_with_recipe({"recipe": "reference-sdxl", "checkpoint": str(checkpoint), "train_data": str(data["train"]),
-                              "embeddings": str(data["embeddings"]), "output_dir": str(tmp_path / "out"),
+    cfg = config_with_recipe({"recipe": "reference-sdxl", "checkpoint": str(checkpoint),
+                              "train_data": str(data["train"]), "embeddings": str(data["embeddings"]),
+                              "output_dir": str(tmp_path / "out"),
                               "resolution": 64, "batch_size": 1, "grad_accum": 1, "max_steps": 1,
                               "checkpoint_every": 0, "progress": False})
     assert (cfg.optimizer, cfg.precision, cfg.projection_dtype, cfg.latent_sampling) == \
