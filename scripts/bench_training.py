@@ -11,8 +11,11 @@
 2. ``latent cache``: trainer epochs over a small synthetic Sage set without the cache and with
    it (the second cached epoch reads latents instead of VAE-encoding): the full-size UNet at
    128 px and the tiny SD1.5 fixture's UNet at 256 px, both with a real-shape SD VAE.
+3. ``text cache``: the caption-conditioning cache's memory after encoding N distinct captions
+   with a byte budget (SD1.5 fixture's CLIP, 768-wide like CLIP-L), against what an unbounded
+   cache would hold.
 
-    python -m scripts.bench_training [--steps 4] [--repeats 2] [--only memory|cache]
+    python -m scripts.bench_training [--steps 4] [--repeats 2] [--only memory|cache|text-cache]
                                      [--malloc trainer|default] [--cache-unet full|tiny|both]
 """
 from __future__ import annotations
@@ -245,12 +248,36 @@ def bench_latent_cache(work: Path, unet: str) -> dict:
             "speedup": round(uncached / second, 2)}
 
 
+def bench_text_cache(captions: int, budget_mib: int) -> dict:
+    """Encode ``captions`` distinct captions through the trainer's TextEncoder with a byte budget."""
+    from training.comfy_host import import_comfy
+
+    import_comfy(force_cpu=True)
+    from scripts.build_fixtures import ensure_fixtures
+    from training.model import load_base
+    from training.text import TextEncoder
+
+    base = load_base(ensure_fixtures(REPO_ROOT / ".cache" / "fixtures")["sd15_tiny.safetensors"])
+    encoder = TextEncoder(base, 512, "truncate", cache_bytes=budget_mib * 2**20)
+    for i in range(captions):
+        encoder.encode(f"a photograph of subject number {i}, (detailed) [caption]")
+    stats = encoder.cache.stats()
+    per_caption = encoder.cache.size_of(encoder.encode("a photograph of subject number 0"))
+    return {"captions": captions, "budget_mib": budget_mib, "bytes_per_caption": per_caption,
+            "cached_entries": stats["entries"], "cache_bytes": stats["bytes"], "peak_bytes": stats["peak_bytes"],
+            "unbounded_bytes": captions * per_caption}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench_training", description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=positive_int, default=4, metavar="N", help="timed steps per run (default: 4)")
     parser.add_argument("--repeats", type=positive_int, default=2, metavar="N",
                         help="alternating runs of each layout (default: 2)")
-    parser.add_argument("--only", choices=["memory", "cache"])
+    parser.add_argument("--only", choices=["memory", "cache", "text-cache"])
+    parser.add_argument("--captions", type=positive_int, default=400, metavar="N",
+                        help="distinct captions for the text-cache figure (default: 400)")
+    parser.add_argument("--text-cache-mib", type=positive_int, default=32, metavar="MIB",
+                        help="text-cache budget for that figure (default: 32)")
     parser.add_argument("--cache-unet", choices=["full", "tiny", "both"], default="both",
                         help="UNet for the latent-cache epochs")
     parser.add_argument("--malloc", choices=["trainer", "default"], default="trainer",
@@ -268,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "cache"):
         unets = ["full", "tiny"] if args.cache_unet == "both" else [args.cache_unet]
         report["latent_cache"] = [bench_latent_cache(args.work, u) for u in unets]
+    if args.only in (None, "text-cache"):
+        report["text_cache"] = bench_text_cache(args.captions, args.text_cache_mib)
     print(json.dumps(report, indent=1))
     return 0
 

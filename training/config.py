@@ -1,7 +1,10 @@
 """Training configuration: one dataclass, the CLI options generated from it, JSON config files.
 
-Defaults follow the published PSA training recipe (README, "Training") except where the help
-text says otherwise. Mistakes in the options end as one argparse ``error:`` line (exit 2).
+The defaults are this project's recipe; ``--recipe reference-sd15`` / ``reference-sdxl``
+switch to the reference scripts' settings (:mod:`training.recipes`). Where and why the two
+differ is in ``docs/reference-parity.md``. Precedence: defaults < recipe < ``--config`` file <
+command line. Mistakes in the options end as one
+argparse ``error:`` line (exit 2).
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
+from .recipes import recipe_values
+
 
 def _opt(default, help: str, **kw):  # noqa: A002 - argparse's name
     return field(default=default, metadata={"help": help, **kw})
@@ -19,14 +24,37 @@ def _opt(default, help: str, **kw):  # noqa: A002 - argparse's name
 @dataclass
 class TrainConfig:
     checkpoint: str = _opt("", "base ComfyUI single-file checkpoint (SD1.5 or SDXL, detected by ComfyUI)")
+    recipe: str = _opt("pack", "preset of the options below: pack (this project's defaults), reference-sd15 or "
+                       "reference-sdxl (the reference scripts' runs; docs/reference-parity.md); explicit "
+                       "options override it", choices=["pack", "reference-sd15", "reference-sdxl"])
     train_data: str = _opt("", "Sage split folder with metadata.jsonl and images (README, Training)")
     embeddings: str = _opt("", "folder of {User_ID}.npy user embeddings (7-digit ids)")
     output_dir: str = _opt("", "where adapter, checkpoints, metrics, plot and resolved config go")
     val_data: str = _opt("", "optional held-out split folder for implicit accuracy")
     skip_missing: bool = _opt(False, "skip records whose image or embedding is missing instead of stopping")
-    resolution: int = _opt(512, "image side in pixels (shorter side resized, center crop); 512 SD1.5, 1024 SDXL")
-    random_flip: bool = _opt(True, "random horizontal flip of each pair (same flip for chosen and rejected)")
-    caption_dropout: float = _opt(0.2, "probability of replacing a caption with the empty string")
+    train_subset: int = _opt(0, "train on a random subset of this many records (0 = all); drawn with "
+                                "--train-subset-seed, as the reference's max_train_samples")
+    train_subset_seed: int = _opt(2025, "seed of the --train-subset draw (the reference uses 2025)")
+    resolution: int = _opt(0, "image side in pixels (shorter side resized, center crop); 0 = the model's own: "
+                              "512 SD1.5, 1024 SDXL")
+    resize_filter: str = _opt("bicubic", "image resize filter (the reference: bilinear)",
+                              choices=["bicubic", "bilinear"])
+    random_flip: bool = _opt(True, "random horizontal flip of training images")
+    independent_flips: bool = _opt(False, "flip chosen and rejected independently (the reference) instead of "
+                                          "with one flip per pair (pack: the pair stays aligned)")
+    latent_sampling: str = _opt("mean", "latents from the VAE posterior: its mean (pack; deterministic) or a fresh "
+                                        "sample every step (the reference)", choices=["mean", "sample"])
+    caption_dropout: float = _opt(0.2, "probability of replacing a caption with the empty string (the reference's "
+                                       "SDXL run drops twice: effectively 0.36)")
+    caption_mode: str = _opt("truncate", "captions are read literally (no prompt-weighting syntax); truncate: the "
+                                         "first 77 tokens like the reference; chunk: every token, in 77-token "
+                                         "windows", choices=["truncate", "chunk"])
+    text_cache_mb: int = _opt(512, "memory budget of the caption-conditioning cache in MiB (least recently used "
+                                   "out; 0 = no cache). SDXL: ~0.6 MiB a caption, SD1.5: ~0.23 MiB")
+    latent_memory_mb: int = _opt(1024, "memory budget of the in-memory copy of the latent cache in MiB")
+    noise_offset: float = _opt(0.0, "noise offset: adds this × a per-channel constant to the noise (0 = off)")
+    input_perturbation: float = _opt(0.0, "input perturbation: noise the latents with ε + this × ε' while the "
+                                          "target stays ε (0 = off)")
     batch_size: int = _opt(1, "preference pairs per micro-batch (per process)")
     grad_accum: int = _opt(1, "micro-batches per optimizer step")
     max_steps: int = _opt(5000, "optimizer steps to train (published recipe: 5000)")
@@ -41,6 +69,9 @@ class TrainConfig:
     max_timestep: int = _opt(1000, "upper end of the timestep range (published recipe: the full 0..1000)")
     precision: str = _opt("fp32", "autocast dtype for the UNet forward: fp32, fp16 or bf16 (weights stay fp32)",
                           choices=["fp32", "fp16", "bf16"])
+    projection_dtype: str = _opt("fp32", "dtype the user projection is stored and updated in: fp32 (pack: it "
+                                         "learns) or bf16 (the reference: most small updates round away)",
+                                 choices=["fp32", "bf16"])
     gradient_checkpointing: bool = _opt(False, "recompute the UNet forward in backward to save memory")
     user_tokens: int = _opt(1, "user tokens T (1 in every released model; T > 1 trains joint attention over "
                                 "all tokens, see docs/user-tokens.md)")
@@ -60,7 +91,7 @@ class TrainConfig:
     # Fields that do not change the optimisation trajectory (allowed to differ on --resume).
     NON_TRAJECTORY = ("output_dir", "resume", "max_steps", "checkpoint_every", "validate_every",
                       "val_max_pairs", "progress", "export_reference_bin", "latent_cache", "val_data",
-                      "malloc_tuning")
+                      "malloc_tuning", "text_cache_mb", "latent_memory_mb")
 
     def run_fingerprint(self) -> str:
         """Hash of everything that determines the training trajectory (checked on ``--resume``)."""
@@ -92,6 +123,12 @@ class TrainConfig:
         if self.export_reference_bin and self.user_tokens > 1:
             raise ValueError("--export-reference-bin needs --user-tokens 1: with more tokens the trainer uses joint "
                              "attention, which the reference's loaders compute differently (docs/user-tokens.md)")
+        if self.resolution < 0 or self.resolution % 8:
+            raise ValueError(f"resolution {self.resolution}: use 0 (the model's own) or a multiple of 8")
+        if self.train_subset < 0 or self.text_cache_mb < 0 or self.latent_memory_mb < 0:
+            raise ValueError("train_subset, text_cache_mb and latent_memory_mb must be ≥ 0")
+        if self.noise_offset < 0 or self.input_perturbation < 0:
+            raise ValueError("noise_offset and input_perturbation must be ≥ 0")
 
 
 REQUIRED = ("checkpoint", "train_data", "embeddings", "output_dir")
@@ -143,17 +180,25 @@ def _read_config_file(parser: argparse.ArgumentParser, path: Path) -> dict:
 
 
 def resolve_config(argv: list[str] | None = None) -> TrainConfig:
-    """Defaults < JSON config file < command line; a bad option exits through ``parser.error``."""
+    """Defaults < recipe (``--recipe``) < JSON config file < command line; a bad option exits through
+    ``parser.error`` (one ``error:`` line, exit 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    values: dict = _read_config_file(parser, Path(args.config)) if args.config else {}
+    explicit: dict = _read_config_file(parser, Path(args.config)) if args.config else {}
     for f in fields(TrainConfig):
         v = getattr(args, f.name)
         if v is not None:
-            values[f.name] = v
+            explicit[f.name] = v
     try:
-        cfg = TrainConfig(**values)
-        cfg.validate()
+        return config_with_recipe(explicit)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
+
+
+def config_with_recipe(explicit: dict) -> TrainConfig:
+    """A validated config: the recipe named in ``explicit`` (default "pack") under ``explicit``'s values."""
+    values = recipe_values(explicit.get("recipe", "pack"))
+    values.update(explicit)
+    cfg = TrainConfig(**values)
+    cfg.validate()
     return cfg

@@ -1,8 +1,10 @@
-"""Sage-format preference data: reading, validation, images and embeddings (reference note §4).
+"""Sage-format preference data: reading, validation, images and embeddings.
+
+Format: ``docs/reference-parity.md``, "Data and images".
 
 A split folder holds ``metadata.jsonl`` (one JSON object per line with ``file_name``,
 ``chosen``, ``rejected``, ``caption``, ``user_data.User_ID``) and the images beside it; an
-embeddings folder holds ``{User_ID}.npy`` (7-digit zero-padded id, reference §2).
+embeddings folder holds ``{User_ID}.npy`` (7-digit zero-padded id, ``docs/reference-parity.md``, "The user embedding").
 Unlike the reference loader, a missing embedding is never replaced by zeros: every record is
 validated before training and problems are reported with counts (:class:`DataValidationError`).
 """
@@ -51,7 +53,7 @@ class SageDataset:
 
 
 def user_id_string(raw) -> str:
-    """``User_ID`` as the 7-digit zero-padded file stem (reference §2)."""
+    """``User_ID`` as the 7-digit zero-padded file stem (``docs/reference-parity.md``, "The user embedding")."""
     text = str(raw).strip()
     if not text.isdigit():
         raise DataValidationError(f"User_ID {raw!r} is not a number")
@@ -155,6 +157,13 @@ def load_split(root: str | Path, embeddings_dir: str | Path, skip_missing: bool 
     return SageDataset(root, pairs, embeddings, int(dim), skipped)
 
 
+def random_subset(pairs: list[PreferencePair], count: int, seed: int) -> list[PreferencePair]:
+    """``count`` records drawn without replacement by a seeded permutation (the reference's
+    ``max_train_samples`` with its seed 2025 selects its subset the same way)."""
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [pairs[i] for i in order[:min(count, len(pairs))]]
+
+
 def check_image_header(path: Path) -> None:
     """Fail early on files that are not decodable images (header check, cheap)."""
     try:
@@ -164,10 +173,14 @@ def check_image_header(path: Path) -> None:
         raise DataValidationError(f"image {path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
 
 
-def load_image(path: Path, resolution: int, flip: bool = False) -> torch.Tensor:
+RESIZE_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
+def load_image(path: Path, resolution: int, flip: bool = False, resize_filter: str = "bicubic") -> torch.Tensor:
     """Image → [H, W, 3] float in [0, 1] (ComfyUI's IMAGE layout; its VAE maps to [−1, 1]).
 
-    Resize the shorter side to ``resolution``, center crop, optional horizontal flip (reference §4).
+    Resize the shorter side to ``resolution`` (``resize_filter``: bicubic, or bilinear as the
+    reference), center crop, optional horizontal flip (``docs/reference-parity.md``, "Images").
     """
     try:
         with Image.open(path) as im:
@@ -177,7 +190,8 @@ def load_image(path: Path, resolution: int, flip: bool = False) -> torch.Tensor:
         raise DataValidationError(f"image {path}: cannot be decoded ({exc.__class__.__name__}: {exc})") from None
     w, h = im.size
     scale = resolution / min(w, h)
-    im = im.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC)
+    size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
+    im = im.resize(size, RESIZE_FILTERS[resize_filter])
     w, h = im.size
     left, top = (w - resolution) // 2, (h - resolution) // 2
     im = im.crop((left, top, left + resolution, top + resolution))

@@ -1,4 +1,4 @@
-"""Diffusion-DPO loss as pure functions (reference note §4, "Per step").
+"""Diffusion-DPO loss as pure functions (Diffusion-DPO objective; ``docs/reference-parity.md``, "Loss").
 
 No ComfyUI import: this module is tested in the ``core`` tier.
 """
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-DEFAULT_BETA = 5000.0  # reference §4
+DEFAULT_BETA = 5000.0  # the reference's β (docs/reference-parity.md)
 
 
 def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -21,19 +21,31 @@ def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class DPOResult:
-    """Loss (scalar, differentiable), ``inside`` per pair [B] and implicit accuracy (float tensor)."""
+    """Loss (scalar, differentiable), ``inside`` per pair [B], implicit accuracy (float tensor) and
+    the four per-branch errors per pair [B] (policy/reference × chosen/rejected, no gradient)."""
 
     loss: torch.Tensor
     inside: torch.Tensor
     accuracy: torch.Tensor
     model_diff: torch.Tensor
     ref_diff: torch.Tensor
+    model_mse_chosen: torch.Tensor | None = None
+    model_mse_rejected: torch.Tensor | None = None
+    ref_mse_chosen: torch.Tensor | None = None
+    ref_mse_rejected: torch.Tensor | None = None
+
+    def branch_means(self) -> dict[str, float]:
+        """Mean per-branch MSE as floats, keyed as in the training log (``policy_mse_chosen`` …)."""
+        return {"policy_mse_chosen": self.model_mse_chosen.mean().item(),
+                "policy_mse_rejected": self.model_mse_rejected.mean().item(),
+                "ref_mse_chosen": self.ref_mse_chosen.mean().item(),
+                "ref_mse_rejected": self.ref_mse_rejected.mean().item()}
 
 
 def dpo_loss(model_mse_chosen: torch.Tensor, model_mse_rejected: torch.Tensor,
              ref_mse_chosen: torch.Tensor, ref_mse_rejected: torch.Tensor,
              beta: float = DEFAULT_BETA) -> DPOResult:
-    """Diffusion-DPO (reference §4).
+    """Diffusion-DPO (Wallace et al.'s objective with the reference's constants; ``docs/reference-parity.md``).
 
     ``model_diff = mse_θ(chosen) − mse_θ(rejected)``; ``ref_diff`` likewise for the frozen
     reference; ``inside = −0.5·β·(model_diff − ref_diff)``; ``loss = mean(−log σ(inside))``;
@@ -44,7 +56,9 @@ def dpo_loss(model_mse_chosen: torch.Tensor, model_mse_rejected: torch.Tensor,
     inside = -0.5 * beta * (model_diff - ref_diff)
     loss = -F.logsigmoid(inside).mean()
     accuracy = (inside > 0).float().mean()
-    return DPOResult(loss, inside.detach(), accuracy.detach(), model_diff.detach(), ref_diff)
+    return DPOResult(loss, inside.detach(), accuracy.detach(), model_diff.detach(), ref_diff,
+                     model_mse_chosen.detach(), model_mse_rejected.detach(), ref_mse_chosen.detach(),
+                     ref_mse_rejected.detach())
 
 
 def dpo_loss_from_predictions(model_pred: torch.Tensor, ref_pred: torch.Tensor, target: torch.Tensor,

@@ -1,4 +1,10 @@
-"""Training metrics: JSON lines and a PNG plot of loss and implicit accuracy (issue item 7)."""
+"""Training metrics: JSON lines and a PNG plot of loss, implicit accuracy and per-branch errors.
+
+Each ``train``/``val`` record holds the DPO loss, the implicit accuracy and the four mean
+squared errors the loss is built from — ``policy_mse_chosen``, ``policy_mse_rejected``,
+``ref_mse_chosen``, ``ref_mse_rejected`` — so a run shows *how* the margin moves (the policy
+lowering its error on chosen images, raising it on rejected ones, or both).
+"""
 from __future__ import annotations
 
 import json
@@ -27,8 +33,14 @@ class MetricsLog:
             fh.write(json.dumps(record) + "\n")
 
 
+BRANCHES = (("policy_mse_chosen", "policy, chosen", "tab:green", "-"),
+            ("policy_mse_rejected", "policy, rejected", "tab:red", "-"),
+            ("ref_mse_chosen", "reference, chosen", "tab:green", ":"),
+            ("ref_mse_rejected", "reference, rejected", "tab:red", ":"))
+
+
 def plot(records: list[dict], path: Path) -> None:
-    """Loss (train) and implicit accuracy (train, validation) against step, written to ``path``."""
+    """Loss, implicit accuracy and per-branch MSE (train, validation) against step, written to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,7 +48,7 @@ def plot(records: list[dict], path: Path) -> None:
 
     train = [r for r in records if r.get("kind") == "train"]
     val = [r for r in records if r.get("kind") == "val"]
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_l, ax_a, ax_m) = plt.subplots(1, 3, figsize=(15, 4))
     ax_l.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
     if val:
         ax_l.plot([r["step"] for r in val], [r["loss"] for r in val], "o-", label="val loss")
@@ -45,6 +57,17 @@ def plot(records: list[dict], path: Path) -> None:
     if val:
         ax_a.plot([r["step"] for r in val], [r["accuracy"] for r in val], "o-", label="val implicit acc")
     ax_a.set_ylim(-0.05, 1.05); ax_a.set_xlabel("step"); ax_a.set_ylabel("implicit accuracy"); ax_a.legend()
+    for key, label, colour, style in BRANCHES:
+        rows = [r for r in train if key in r]
+        if rows:
+            ax_m.plot([r["step"] for r in rows], [r[key] for r in rows], style, color=colour, label=f"train {label}")
+        rows = [r for r in val if key in r]
+        if rows:
+            ax_m.plot([r["step"] for r in rows], [r[key] for r in rows], style, color=colour, marker="o",
+                      alpha=0.6, label=f"val {label}")
+    ax_m.set_xlabel("step"); ax_m.set_ylabel("noise-prediction MSE"); ax_m.set_title("per-branch error")
+    if ax_m.lines:
+        ax_m.legend(fontsize="small")
     fig.tight_layout()
     tmp = Path(path).with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=80)

@@ -1,6 +1,6 @@
 """The base model through ComfyUI's own code, and the PSA noise prediction used for training.
 
-Reference note §3 (adapter), §4 (training). The trainer never re-implements the PSA layer:
+``docs/reference-parity.md`` ("The adapter", "Training"). The trainer never re-implements the PSA layer:
 it installs :mod:`psa_model.adapter.patch` with :func:`psa_model.adapter.patch.attach_adapter` exactly as the
 nodes do and passes a differentiable :class:`psa_model.adapter.patch.UserConditioning` through
 ``transformer_options``.
@@ -18,6 +18,9 @@ from psa_model.adapter.layer_map import architecture, match_sites
 from psa_model.adapter.patch import USER_KEY, UserConditioning, attach_adapter
 
 from .comfy_host import import_comfy
+
+
+NATIVE_RESOLUTION = {"sd15": 512, "sdxl": 1024}  # the image side each architecture was trained at
 
 
 class ModelMismatchError(ValueError):
@@ -65,7 +68,9 @@ def load_base(checkpoint: str | Path) -> BaseModel:
 
 def build_adapter(model_patcher, arch: str, embed_dim: int, user_tokens: int = 1,
                   warm_start: str | Path | None = None, seed: int = 0) -> PSAAdapter:
-    """A trainable adapter for this UNet: zero-init ``to_k/to_v`` (reference §3), or a warm start.
+    """A trainable adapter for this UNet: zero-init ``to_k/to_v``, or a warm start.
+
+    The adapter's layout: ``docs/reference-parity.md``, "The adapter".
 
     Warm start files may be native or reference format; their architecture, layer widths and
     embedding size must match this model and data set. The user projection's random init
@@ -99,6 +104,20 @@ def build_adapter(model_patcher, arch: str, embed_dim: int, user_tokens: int = 1
     return adapter.float().train().requires_grad_(True)
 
 
+def keep_projection_in_bf16(adapter: PSAAdapter) -> None:
+    """Store and update the user projection in bf16, as the reference does under bf16 mixed precision.
+
+    The reference casts its projection module to bf16 and its optimiser updates the bf16
+    weights directly, so at lr 5e-6 most updates are smaller than half a bf16 step and round
+    away (``docs/reference-parity.md``, "User projection precision"). The projected tokens are
+    returned as float32 so the fp32 per-layer key/value projections accept them with or
+    without autocast; the projection's own arithmetic, weights, gradients and optimiser state
+    are bf16.
+    """
+    adapter.user_proj.to(torch.bfloat16)
+    adapter.user_proj.register_forward_hook(lambda _module, _inputs, output: output.float())
+
+
 def patch_model(model_patcher, adapter: PSAAdapter):
     """The ModelPatcher clone with the shared PSA layers (same call the PSA Model Patcher node makes)."""
     import_comfy()
@@ -110,45 +129,14 @@ def patch_model(model_patcher, adapter: PSAAdapter):
     return patched
 
 
-class TextEncoder:
-    """Caption → ComfyUI conditioning kwargs for ``apply_model`` (cached; the encoder is frozen).
-
-    SD1.5: ``c_crossattn`` from CLIP-L. SDXL: both encoders' penultimate states (2048) and
-    ``y`` = pooled output + size/crop ids via the model's own ``encode_adm`` (reference §4).
-    """
-
-    def __init__(self, base: BaseModel, resolution: int) -> None:
-        self.base = base
-        self.resolution = resolution
-        self._cache: dict[str, dict[str, torch.Tensor]] = {}
-
-    @torch.no_grad()
-    def encode(self, caption: str) -> dict[str, torch.Tensor]:
-        if caption not in self._cache:
-            clip = self.base.clip
-            cond, pooled = clip.encode_from_tokens(clip.tokenize(caption), return_pooled=True)
-            out = {"c_crossattn": cond.float().cpu()}
-            if self.base.arch == "sdxl":
-                r = self.resolution
-                y = self.base.model.model.encode_adm(pooled_output=pooled, width=r, height=r, crop_w=0, crop_h=0,
-                                                     target_width=r, target_height=r, device=torch.device("cpu"))
-                out["y"] = y.float().cpu()
-            self._cache[caption] = out
-        return self._cache[caption]
-
-    def batch(self, captions: list[str]) -> dict[str, torch.Tensor]:
-        encoded = [self.encode(c) for c in captions]
-        return {k: torch.cat([e[k] for e in encoded]) for k in encoded[0]}
-
-
 def predict_eps(patched, x_noisy: torch.Tensor, sigma: torch.Tensor, conds: dict[str, torch.Tensor],
                 user: UserConditioning, checkpointing: bool = False) -> torch.Tensor:
     """ε prediction of the patched UNet through ComfyUI's ``BaseModel.apply_model``.
 
     ``apply_model`` returns the denoised x0 (``x − σ·ε`` for ε-models), so
     ``ε = (x_noisy − denoised) / σ`` — the quantity the reference loss compares with the noise
-    (reference §4, ``mse = mean (ε_pred − ε)²``). All rows are conditional (``cond_or_uncond=[0]``),
-    row i using profile i of ``user``.
+    (``docs/reference-parity.md``, "Training": ``mse = mean (ε_pred − ε)²``). All rows are conditional
+    (``cond_or_uncond=[0]``), row i using profile i of ``user``.
     """
     options = dict(patched.model_options.get("transformer_options", {}))
     options[USER_KEY] = user

@@ -5,7 +5,7 @@ content category K. A user who forbids K prefers X (chosen = X, rejected = Y); a
 allows K prefers Y. The same caption therefore appears with opposite preferences, so only a
 model that reads the user embedding can beat chance. Embeddings are random per user but
 correlated with the forbidden set (one direction per category plus noise), as real profile
-embeddings are correlated with the profile text (reference §2).
+embeddings are correlated with the profile text (``docs/reference-parity.md``, "The user embedding").
 
 CLI: ``python -m training.synthetic OUT [--users N] [--captions N] ...`` writes
 ``OUT/train``, ``OUT/val`` (held-out drawings and new users) and ``OUT/embeddings``.

@@ -1,10 +1,10 @@
-"""The Diffusion-DPO training loop for PSA adapters (reference note §4).
+"""The Diffusion-DPO training loop for PSA adapters (``docs/reference-parity.md``, "Training").
 
 One UNet only: the policy prediction runs the shared PSA layers (``psa_model.adapter.patch``) with a
 differentiable :class:`UserConditioning`; the reference prediction is the same patched model
-with PSA scale 0 (the patch is then a no-op), i.e. the frozen base UNet (reference §4, "The
-reference model is ... the base UNet itself"). Chosen and rejected latents share noise and
-timestep. All randomness of the loop comes from one ``torch.Generator`` whose state is
+with PSA scale 0 (the patch is then a no-op), i.e. the frozen base UNet — the reference model
+of Diffusion-DPO is the base UNet with a zero-initialised adapter, which computes the same.
+Chosen and rejected latents share noise and timestep. All randomness of the loop comes from one ``torch.Generator`` whose state is
 checkpointed, so ``--resume`` continues bit-exactly.
 """
 from __future__ import annotations
@@ -23,12 +23,15 @@ from psa_model.adapter.patch import UserConditioning
 
 from .checkpoint import load_checkpoint, restore_rng, rng_states, save_checkpoint
 from .config import TrainConfig
-from .data import SageDataset, data_fingerprint, load_split
+from .data import SageDataset, data_fingerprint, load_split, random_subset
 from .distributed import average_gradients, average_scalars, rank_and_world
 from .latents import LatentSource
 from .loss import dpo_loss_from_predictions
 from .metrics import MetricsLog, plot
-from .model import BaseModel, TextEncoder, build_adapter, load_base, patch_model, predict_eps
+from .model import (NATIVE_RESOLUTION, BaseModel, ModelMismatchError, build_adapter, keep_projection_in_bf16,
+                    load_base, patch_model, predict_eps)
+from .recipes import recipe_arch
+from .text import TextEncoder
 
 AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -44,7 +47,7 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 
 def constant_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """lr × step/warmup during warm-up, then lr (reference §4: "constant with 500 warm-up steps")."""
+    """lr × step/warmup during warm-up, then lr (the reference's "constant with warm-up" schedule)."""
     def factor(step: int) -> float:
         return step / max(1, warmup_steps) if step < warmup_steps else 1.0
 
@@ -58,18 +61,27 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.train_set: SageDataset = load_split(cfg.train_data, cfg.embeddings, cfg.skip_missing)
+        if cfg.train_subset:
+            self.train_set.pairs = random_subset(self.train_set.pairs, cfg.train_subset, cfg.train_subset_seed)
         self.val_set: SageDataset | None = (load_split(cfg.val_data, cfg.embeddings, cfg.skip_missing,
                                                        self.train_set.embed_dim) if cfg.val_data else None)
         self.base = base if base is not None else load_base(cfg.checkpoint)
+        wanted = recipe_arch(cfg.recipe)
+        if wanted is not None and wanted != self.base.arch:
+            raise ModelMismatchError(f"--recipe {cfg.recipe} is for {wanted} but the checkpoint is {self.base.arch}: "
+                                     f"use --recipe reference-{self.base.arch}")
+        self.resolution = cfg.resolution or NATIVE_RESOLUTION[self.base.arch]
         self.adapter = build_adapter(self.base.model, self.base.arch, self.train_set.embed_dim, cfg.user_tokens,
                                      cfg.warm_start or None, seed=cfg.seed)
+        if cfg.projection_dtype == "bf16":
+            keep_projection_in_bf16(self.adapter)
         self.patched = patch_model(self.base.model, self.adapter)
         self.model_sampling = self.patched.get_model_object("model_sampling")
-        self.text = TextEncoder(self.base, cfg.resolution)
+        self.text = TextEncoder(self.base, self.resolution, cfg.caption_mode, cfg.text_cache_mb * 2**20)
         ckpt = Path(cfg.checkpoint)
         vae_identity = f"{ckpt.name}|{ckpt.stat().st_size}|{ckpt.stat().st_mtime_ns}" if ckpt.is_file() else ckpt.name
-        self.latents = LatentSource(self.base.vae, self.patched, cfg.resolution, cfg.latent_cache or None,
-                                    vae_identity)
+        self.latents = LatentSource(self.base.vae, self.patched, self.resolution, cfg.latent_cache or None,
+                                    vae_identity, cfg.resize_filter, cfg.latent_memory_mb * 2**20)
         self.optimizer = make_optimizer(cfg, self.adapter.parameters())
         self.scheduler = constant_with_warmup(self.optimizer, cfg.warmup_steps)
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -92,7 +104,7 @@ class Trainer:
                 "cross_attention_dim": c.cross_attention_dim, "user_tokens": c.user_tokens, "steps": self.step,
                 "beta": self.cfg.beta, "lr": self.cfg.lr, "optimizer": self.cfg.optimizer,
                 "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum,
-                "resolution": self.cfg.resolution, "data_fingerprint": self.data_fp,
+                "resolution": self.resolution, "recipe": self.cfg.recipe, "data_fingerprint": self.data_fp,
                 "base_checkpoint": Path(self.cfg.checkpoint).name, "run_fingerprint": self.fingerprint}
 
     def _state(self) -> dict:
@@ -143,25 +155,36 @@ class Trainer:
         Random draws are made for all of ``pairs`` (the global batch); ``shard = (rank, world)``
         keeps this rank's equal slice, so the draws do not depend on the number of processes.
         """
-        b = len(pairs)
-        flips = ((torch.rand(b, generator=gen) < 0.5).tolist() if augment and self.cfg.random_flip
-                 else [False] * b)
-        drop = (torch.rand(b, generator=gen) < self.cfg.caption_dropout).tolist() if augment else [False] * b
+        cfg = self.cfg
+        n = len(pairs)  # the global batch; every draw below is made for all n pairs
+        flip = augment and cfg.random_flip
+        flips_c = (torch.rand(n, generator=gen) < 0.5).tolist() if flip else [False] * n
+        flips_r = (torch.rand(n, generator=gen) < 0.5).tolist() if flip and cfg.independent_flips else flips_c
+        drop = (torch.rand(n, generator=gen) < cfg.caption_dropout).tolist() if augment else [False] * n
         rank, world = shard
-        local = slice(rank * b // world, (rank + 1) * b // world)
-        pairs, flips, drop = pairs[local], flips[local], drop[local]
+        local = slice(rank * n // world, (rank + 1) * n // world)
+        pairs, flips_c, flips_r, drop = pairs[local], flips_c[local], flips_r[local], drop[local]
         captions = ["" if d else p.caption for p, d in zip(pairs, drop)]
-        lat_c = self.latents.get([p.chosen for p in pairs], flips)
-        lat_r = self.latents.get([p.rejected for p in pairs], flips)
-        noise = torch.randn((b, *lat_c.shape[1:]), generator=gen)[local]
-        t = torch.randint(self.cfg.min_timestep, self.cfg.max_timestep, (b,), generator=gen).float()[local]
-        b = len(pairs)
+        mean_c, std_c = self.latents.get_moments([p.chosen for p in pairs], flips_c)
+        mean_r, std_r = self.latents.get_moments([p.rejected for p in pairs], flips_r)
+        shape = mean_c.shape[1:]
+        noise = torch.randn((n, *shape), generator=gen)[local]
+        t = torch.randint(cfg.min_timestep, cfg.max_timestep, (n,), generator=gen).float()[local]
+        latents = torch.cat([mean_c, mean_r])
+        if augment and cfg.latent_sampling == "sample":  # a fresh VAE posterior sample per image
+            eps = torch.randn((2, n, *shape), generator=gen)[:, local].flatten(0, 1)
+            latents = latents + torch.cat([std_c, std_r]) * eps
+        if augment and cfg.noise_offset:
+            noise = noise + cfg.noise_offset * torch.randn((n, shape[0], 1, 1), generator=gen)[local]
         sigma = self.model_sampling.sigma(t).float()
         conds = self.text.batch(captions)
         emb = self._embeddings(dataset, pairs)
-        latents = torch.cat([lat_c, lat_r])
         noise2, sigma2 = torch.cat([noise, noise]), torch.cat([sigma, sigma])
-        x_noisy = self.model_sampling.noise_scaling(sigma2.reshape(-1, 1, 1, 1), noise2, latents)
+        noise_in = noise2
+        if augment and cfg.input_perturbation:  # noisier input, same target (each image its own draw)
+            extra = torch.randn((2, n, *shape), generator=gen)[:, local].flatten(0, 1)
+            noise_in = noise2 + cfg.input_perturbation * extra
+        x_noisy = self.model_sampling.noise_scaling(sigma2.reshape(-1, 1, 1, 1), noise_in, latents)
         return {"x_noisy": x_noisy, "sigma": sigma2, "noise": noise2,
                 "conds": {k: torch.cat([v, v]) for k, v in conds.items()}, "embeddings": torch.cat([emb, emb])}
 
@@ -190,7 +213,7 @@ class Trainer:
     def train_step(self) -> dict:
         """One optimizer step (``grad_accum`` micro-batches); returns mean loss and accuracy."""
         self.optimizer.zero_grad(set_to_none=True)
-        losses, accs = [], []
+        losses, accs, branches = [], [], []
         for _ in range(self.cfg.grad_accum):
             inputs = self.batch_inputs(self.train_set, self._next_pairs(), self.gen, augment=True,
                                        shard=(self.rank, self.world))
@@ -199,6 +222,7 @@ class Trainer:
             (res.loss / self.cfg.grad_accum).backward()
             losses.append(res.loss.item())
             accs.append(res.accuracy.item())
+            branches.append(res.branch_means())
         average_gradients(self.adapter.parameters(), self.world)
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.adapter.parameters(), self.cfg.max_grad_norm)
@@ -206,8 +230,10 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        loss, acc = average_scalars([sum(losses) / len(losses), sum(accs) / len(accs)], self.world)
-        return {"kind": "train", "step": self.step, "loss": loss, "accuracy": acc, "lr": lr}
+        keys = list(branches[0])
+        means = [sum(b[k] for b in branches) / len(branches) for k in keys]
+        loss, acc, *means = average_scalars([sum(losses) / len(losses), sum(accs) / len(accs), *means], self.world)
+        return {"kind": "train", "step": self.step, "loss": loss, "accuracy": acc, "lr": lr, **dict(zip(keys, means))}
 
     @torch.no_grad()
     def evaluate(self, dataset: SageDataset | None = None) -> dict:
@@ -215,16 +241,18 @@ class Trainer:
         dataset = dataset or self.val_set
         gen = torch.Generator().manual_seed(self.cfg.seed + 1_000_003)
         pairs = dataset.pairs[: self.cfg.val_max_pairs]
-        insides, losses = [], []
+        insides, losses, branches = [], [], []
         for i in range(0, len(pairs), self.cfg.batch_size):
             inputs = self.batch_inputs(dataset, pairs[i:i + self.cfg.batch_size], gen, augment=False)
             eps, ref = self.predictions(inputs, grad=False)
             res = dpo_loss_from_predictions(eps, ref, inputs["noise"], self.cfg.beta)
             insides.append(res.inside)
             losses.append(res.loss.item() * len(res.inside))
+            branches.append({k: v * len(res.inside) for k, v in res.branch_means().items()})
         inside = torch.cat(insides)
+        mse = {k: sum(b[k] for b in branches) / len(inside) for k in branches[0]}
         return {"kind": "val", "step": self.step, "loss": sum(losses) / len(inside),
-                "accuracy": (inside > 0).float().mean().item(), "pairs": len(inside)}
+                "accuracy": (inside > 0).float().mean().item(), "pairs": len(inside), **mse}
 
     # -- loop ------------------------------------------------------------------------------
     def train(self) -> Path:

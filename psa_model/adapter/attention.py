@@ -1,4 +1,4 @@
-"""The user branch of a PSA cross-attention layer (reference §3, per-layer equation).
+"""The user branch of a PSA cross-attention layer (docs/reference-parity.md, "The adapter").
 
 ``out = Attn(q, K_text, V_text) + s · Attn(q, K_user, V_user)`` before the layer's ``to_out``.
 These functions compute only the second term's ``Attn(q, K_user, V_user)``; the text term is
@@ -28,8 +28,8 @@ def user_attention(q: torch.Tensor, k_user: torch.Tensor, v_user: torch.Tensor, 
 def single_token_user_branch(v_user: torch.Tensor) -> torch.Tensor:
     """The exact T = 1 form: softmax over one key is 1, so the branch is ``V_user`` at every query.
 
-    v_user: [B, 1, h] → [B, 1, h] (broadcasts over the N query positions). Reference §3,
-    "Consequence for T = 1".
+    v_user: [B, 1, h] → [B, 1, h] (broadcasts over the N query positions). docs/reference-parity.md,
+    "The adapter" (one user token).
     """
     if v_user.shape[1] != 1:
         raise ValueError(f"single-token form needs T = 1, got T = {v_user.shape[1]}")

@@ -23,6 +23,6 @@ def random_adapter(config: AdapterConfig, seed: int = 0, kv_std: float = 0.05) -
 
 
 def random_embeddings(count: int, dim: int, seed: int = 0, std: float = 2.3) -> torch.Tensor:
-    """User embeddings with the published ones' spread (std ≈ 2.3, reference §2)."""
+    """User embeddings with the published ones' spread (std ≈ 2.3, docs/reference-parity.md)."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(count, dim, generator=gen) * std

@@ -1,6 +1,6 @@
 """The one table that maps PSA adapter layers to ComfyUI UNet cross-attention sites.
 
-Reference note §3 ("Layer order"): the adapter's layer ``i`` is the i-th cross-attention
+docs/reference-parity.md, "The adapter" (layer order): the adapter's layer ``i`` is the i-th cross-attention
 (``attn2``) in diffusers' ``unet.attn_processors`` order — all down blocks, then all up
 blocks, then the mid block last. ComfyUI names the same layers by
 ``(block_name, block_id, block_index)``: ``block_name`` in {"input", "middle", "output"},

@@ -12,7 +12,7 @@ from torch import nn
 
 from .layer_map import Architecture, architecture
 
-REFERENCE_EMBED_DIM = 3584  # Qwen2.5-7B-Instruct hidden size (reference §2)
+REFERENCE_EMBED_DIM = 3584  # Qwen2.5-7B-Instruct hidden size (docs/reference-parity.md, "The user embedding")
 PER_GROUP = "per-group"  # the reference's: group g attends to user token g alone (docs/user-tokens.md)
 JOINT = "joint"  # this pack's multi-token mode: one group attends to all T tokens at once
 USER_ATTENTION_MODES = (PER_GROUP, JOINT)
@@ -67,7 +67,7 @@ class AdapterConfig:
 
 
 class UserProjection(nn.Module):
-    """``tokens = LayerNorm(Linear(E → T·c)(e)).reshape(T, c)`` (reference §3, "User projection")."""
+    """``tokens = LayerNorm(Linear(E → T·c)(e)).reshape(T, c)`` (docs/reference-parity.md, "The adapter")."""
 
     def __init__(self, embed_dim: int, cross_attention_dim: int, user_tokens: int) -> None:
         super().__init__()
@@ -127,7 +127,7 @@ class PSAAdapter(nn.Module):
         return self.user_proj(embeddings.to(device=weight.device, dtype=weight.dtype))
 
     def null_tokens(self) -> torch.Tensor:
-        """The unconditional branch's tokens: ``projection(zeros(E))`` (reference §3, CFG). [1, T, c]."""
+        """The unconditional branch's tokens: ``projection(zeros(E))`` (docs/reference-parity.md). [1, T, c]."""
         weight = self.user_proj.proj.weight
         return self.project(torch.zeros(1, self.config.embed_dim, device=weight.device, dtype=weight.dtype))
 

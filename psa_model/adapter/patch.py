@@ -65,7 +65,7 @@ class _SharedOnCopy:
 
 @dataclass(eq=False)
 class UserConditioning(_SharedOnCopy):
-    """Per-layer user keys/values for P profiles plus the null profile (reference §3, CFG).
+    """Per-layer user keys/values for P profiles plus the null profile (docs/reference-parity.md, "The adapter").
 
     keys/values[i]: [P, T, h_i]; null_keys/null_values[i]: [1, T, h_i].
     ``sigma_range`` = (sigma_start, sigma_end): the branch is applied while
@@ -109,7 +109,7 @@ class UserConditioning(_SharedOnCopy):
     def off(cls) -> "UserConditioning":
         """The PSA branch switched off (scale 0): the patched UNet computes exactly the base UNet.
 
-        Training's reference prediction (reference §4: the frozen base UNet) uses this instead of
+        Training's reference prediction (docs/reference-parity.md: the frozen base UNet) uses this instead of
         a second UNet copy; no user projection is computed for it."""
         return cls([], [], [], [], scale=0.0)
 
@@ -159,7 +159,7 @@ class UserConditioning(_SharedOnCopy):
 
 
 class PSAAdapterPatch(_SharedOnCopy):
-    """The PSA cross-attention layers of one adapter on one UNet (reference §3).
+    """The PSA cross-attention layers of one adapter on one UNet (docs/reference-parity.md, "The adapter").
 
     ``attn_modules`` are the model's ``attn2`` modules in adapter order (from
     :func:`psa_model.adapter.layer_map.match_sites`); they are called, never read, so weight patches

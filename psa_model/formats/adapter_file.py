@@ -9,7 +9,7 @@
   (``per-group`` | ``joint``, docs/user-tokens.md), ``layer_names`` (JSON), ``training`` (JSON,
   optional). Version 2 marks per-group files with T > 1 or G > 1, which a version-1 reader
   would evaluate jointly; everything else stays version 1.
-- **reference** ``psa_adapter.bin`` (reference §3): a pickled dict
+- **reference** ``psa_adapter.bin`` (docs/reference-parity.md, "Weight files"): a pickled dict
   ``{"psa_adapter": {"{i}.to_k_user.{g}.weight", "{i}.to_v_user.{g}.weight"}, "user_proj": {...}}``
   (g = 0..G-1, one group in every released file), read with ``torch.load(weights_only=True)``
   so no pickled code can run. Always per-group attention.

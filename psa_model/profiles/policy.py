@@ -1,7 +1,7 @@
 """Forbidden categories from attributes: a transparent rule table, the Sage policy, or an LLM answer (issues 5, 13).
 
-``REFERENCE_RULES`` implements the rules the reference's category prompt states (reference note
-§2) as data, so the README can print it and operators can audit it. A rule fires when its
+``REFERENCE_RULES`` implements the rules the reference's category prompt states (docs/reference-parity.md,
+"The user embedding") as data, so the README can print it and operators can audit it. A rule fires when its
 condition holds; the forbidden set is the union of the categories of every rule that fired.
 An attribute that is not given fires no rule. The reference's "consider ..." rules
 (physical condition, religion) are applied as "forbid" — the deterministic reading.

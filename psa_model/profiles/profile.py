@@ -1,4 +1,4 @@
-"""User profiles: one or more user embeddings plus non-sensitive labels (reference §2).
+"""User profiles: one or more user embeddings plus non-sensitive labels (docs/reference-parity.md).
 
 A :class:`PSAProfile` is what flows between the nodes as ``PSA_PROFILE``. Sources handled here:
 embedding files (``.npy`` as published — ``(E,)`` or ``(1, 1, E)`` — or ``.safetensors``), profile
@@ -20,7 +20,7 @@ from ..confine import PathEscapeError, confined_path
 
 CATEGORIES = ("Hate", "Harassment", "Violence", "Self-Harm", "Sexuality", "Shocking", "Propaganda")
 
-# Reference §5: the published operating points, increasingly restrictive.
+# docs/reference-parity.md, "Operating points": the published operating points, increasingly restrictive.
 LEVEL_PRESETS: dict[str, str] = {
     "level 0 (Sage user 0001001)": "0001001",
     "level 1 (Sage user 0000797)": "0000797",

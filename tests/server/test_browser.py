@@ -21,7 +21,8 @@ from conftest import REPO_ROOT
 from scripts.workflows import api_to_ui, shipped_workflows, substitute
 
 WORKFLOWS = shipped_workflows()
-FIXTURE_NAMES = {"psa_sdxl_basic": ("sdxl_tiny.safetensors", "psa_demo_sdxl.safetensors")}
+FIXTURE_NAMES = {"psa_sdxl_basic": ("sdxl_tiny.safetensors", "psa_demo_sdxl.safetensors"),
+                 "psa_sdxl_reference": ("sdxl_tiny.safetensors", "psa_demo_sdxl.safetensors")}
 DEFAULT_NAMES = ("sd15_tiny.safetensors", "psa_demo_sd15.safetensors")
 PROFILES = ["demo_child.json", "demo_teen.json", "demo_adult.json"]
 CATEGORY = "PSA (personalized safety)"

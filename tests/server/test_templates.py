@@ -23,8 +23,8 @@ def test_workflows_are_listed_as_templates(comfy_server):
     listing = comfy_server.get_json("/api/workflow_templates")
     assert PACK_FOLDER in listing, sorted(listing)
     names = sorted(listing[PACK_FOLDER])
-    assert names == sorted(shipped_workflows()), names  # the 4 UI files, each once
-    assert len(names) == 4
+    assert names == sorted(shipped_workflows()), names  # the 6 UI files, each once
+    assert len(names) == 6  # 4 workflows + the 2 reference-settings twins
     # The API-format twins (workflows/api/) are not templates: no API-format file is listed.
     assert not any(name.startswith("api") or "/" in name for name in names)
 

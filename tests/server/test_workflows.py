@@ -14,13 +14,46 @@ from scripts.workflows import shipped_workflows, strip_meta, substitute, ui_to_a
 WORKFLOWS = shipped_workflows()
 FIXTURE_NAMES = {  # workflow → (checkpoint, adapter) among the fixtures
     "psa_sdxl_basic": ("sdxl_tiny.safetensors", "psa_demo_sdxl.safetensors"),
+    "psa_sdxl_reference": ("sdxl_tiny.safetensors", "psa_demo_sdxl.safetensors"),
 }
 DEFAULT_NAMES = ("sd15_tiny.safetensors", "psa_demo_sd15.safetensors")
 PROFILES = ["demo_child.json", "demo_teen.json", "demo_adult.json"]
 
 
-def test_four_workflows_are_shipped():
-    assert {"psa_sd15_basic", "psa_sdxl_basic", "psa_multi_profile_comparison", "psa_any_sampler"} <= set(WORKFLOWS)
+REFERENCE_NEGATIVE = "monochrome, lowres, bad anatomy, worst quality, low quality"
+
+
+def test_the_workflows_are_shipped():
+    assert {"psa_sd15_basic", "psa_sdxl_basic", "psa_multi_profile_comparison", "psa_any_sampler",
+            "psa_sd15_reference", "psa_sdxl_reference"} <= set(WORKFLOWS)
+
+
+@pytest.mark.parametrize("name, sampler", [("psa_sd15_reference", "ipndm"), ("psa_sdxl_reference", "euler")])
+def test_reference_workflows_sample_with_the_reference_settings(name, sampler):
+    """docs/reference-parity.md, "Sampling": guidance 7.5, 50 steps, seed 2025, the reference's
+    negative prompt; the sampler/scheduler closest to diffusers' PNDM (SD1.5) / Euler discrete (SDXL)."""
+    api = json.loads(WORKFLOWS[name][1].read_text())
+    sampler_inputs = next(n["inputs"] for n in api.values() if n["class_type"] == "PSAKSampler")
+    assert (sampler_inputs["cfg"], sampler_inputs["steps"], sampler_inputs["seed"], sampler_inputs["psa_scale"],
+            sampler_inputs["sampler_name"], sampler_inputs["scheduler"]) == (7.5, 50, 2025, 1.0, sampler, "ddim_uniform")
+    negative = api[str(sampler_inputs["negative"][0])]["inputs"]["text"]
+    assert negative == REFERENCE_NEGATIVE
+    basic = json.loads(WORKFLOWS[name.replace("reference", "basic")][1].read_text())
+    assert {n["class_type"] for n in api.values()} == {n["class_type"] for n in basic.values()}
+
+
+def test_ddim_uniform_gives_the_leading_timesteps_of_the_reference_schedulers(sd15_checkpoint):
+    """diffusers' "leading" spacing with steps_offset 1 (SD1.5 PNDM and SDXL Euler discrete):
+    timesteps 1, 1 + 1000/n, … in reverse — the timesteps ComfyUI's ddim_uniform scheduler picks."""
+    import comfy.samplers
+
+    sampling = sd15_checkpoint[0].get_model_object("model_sampling")
+    for steps in (50, 40):
+        sigmas = comfy.samplers.calculate_sigmas(sampling, "ddim_uniform", steps)
+        timesteps = [round(float(t)) for t in sampling.timestep(sigmas[:-1])]
+        ratio = 1000 // steps
+        assert timesteps == [i * ratio + 1 for i in range(steps)][::-1], steps
+        assert float(sigmas[-1]) == 0.0
 
 
 @pytest.mark.parametrize("name", sorted(WORKFLOWS))

@@ -1,0 +1,281 @@
+"""Training parity with the reference (docs/reference-parity.md): literal, truncated captions,
+mixed caption lengths in one batch, the bounded conditioning cache, the recipes, VAE posterior
+sampling, independent flips, the bf16 user projection and the per-branch training log
+(SD1.5 tiny fixture; the SDXL caption checks are in test_training_sdxl.py)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from support.training_helpers import make_dataset, small_config
+
+PARENS = r"a (red:1.5) cat, [blurry] \(sketch\) embedding:foo"
+LONG = " ".join(["cat"] * 200)  # 200 tokens: three 77-token windows
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("sage_parity"))
+
+
+@pytest.fixture(scope="module")
+def base(sd15_checkpoint):
+    from training.model import BaseModel, detect_arch
+
+    model, clip, vae = sd15_checkpoint
+    return BaseModel(model, clip, vae, detect_arch(model))
+
+
+def _trainer(cfg, base):
+    from training.trainer import Trainer
+
+    return Trainer(cfg, base=base)
+
+
+def _hf_ids(sub, caption: str, pad: int) -> list[int]:
+    """The reference's tokenisation: HF truncation at 77 with max-length padding."""
+    ids = sub.tokenizer(caption, max_length=77, truncation=True)["input_ids"]
+    return ids + [pad] * (77 - len(ids))
+
+
+def test_captions_are_tokenised_literally_and_truncated_like_the_reference(base):
+    from training.text import caption_windows, literal_tokens
+
+    sub = base.clip.tokenizer.clip_l
+    for caption in (PARENS, LONG, ""):
+        windows = caption_windows(sub, caption, "truncate")
+        assert windows == [_hf_ids(sub, caption, sub.tokenizer.eos_token_id)], caption
+    # the weighting syntax stays text: decoding the window gives the caption's own characters back
+    decoded = sub.tokenizer.decode(caption_windows(sub, PARENS, "truncate")[0], skip_special_tokens=True)
+    assert decoded.replace(" ", "") == PARENS.lower().replace(" ", "")
+    parser = base.clip.tokenize(PARENS)["l"][0]  # ComfyUI's prompt parser reads "(red:1.5)" as a weight
+    assert any(w != 1.0 for _, w in parser)
+    assert all(w == 1.0 for _, w in literal_tokens(base.clip, PARENS)["l"][0])
+    chunked = caption_windows(sub, LONG, "chunk")
+    assert len(chunked) == math.ceil((len(sub.tokenizer(LONG)["input_ids"]) - 2) / 75) == 3
+    assert all(len(w) == 77 and w[0] == sub.start_token for w in chunked)
+
+
+def test_truncated_captions_ignore_the_tail_and_chunked_ones_keep_it(base):
+    from training.text import TextEncoder
+
+    other_tail = LONG.rsplit(" ", 5)[0] + " completely different ending here"
+    trunc = TextEncoder(base, 64, "truncate")
+    a, b = trunc.encode(LONG)["c_crossattn"], trunc.encode(other_tail)["c_crossattn"]
+    assert a.shape == (1, 77, 768) and torch.equal(a, b)
+    chunk = TextEncoder(base, 64, "chunk")
+    a, b = chunk.encode(LONG)["c_crossattn"], chunk.encode(other_tail)["c_crossattn"]
+    assert a.shape == (1, 3 * 77, 768) and not torch.equal(a, b)
+
+
+def test_mixed_caption_lengths_batch_and_repetition_leaves_the_unet_unchanged(base):
+    from psa_model.adapter.patch import UserConditioning
+    from training.model import predict_eps
+    from training.text import TextEncoder
+
+    enc = TextEncoder(base, 64, "chunk")
+    batch = enc.batch([PARENS, LONG, ""])
+    assert batch["c_crossattn"].shape == (3, 3 * 77, 768)
+    short = enc.encode(PARENS)["c_crossattn"]
+    assert torch.equal(batch["c_crossattn"][0:1], short.repeat(1, 3, 1))
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([3.0])
+    one = predict_eps(base.model, x, sigma, {"c_crossattn": short}, UserConditioning.off())
+    four = predict_eps(base.model, x, sigma, {"c_crossattn": batch["c_crossattn"][0:1]}, UserConditioning.off())
+    assert (one - four).abs().max().item() <= 1e-5
+
+
+def test_conditioning_cache_is_bounded(base):
+    from training.text import TextEncoder
+
+    per_caption = 77 * 768 * 4  # SD1.5: one 77×768 float32 conditioning
+    enc = TextEncoder(base, 64, "truncate", cache_bytes=2 * per_caption + 100)
+    for i in range(5):
+        enc.encode(f"caption number {i}")
+    stats = enc.cache.stats()
+    assert stats["entries"] == 2 and stats["bytes"] == 2 * per_caption <= stats["max_bytes"]
+    enc.encode("caption number 4")  # most recent: still cached
+    enc.encode("caption number 0")  # evicted: encoded again
+    assert enc.cache.hits == 1 and enc.cache.misses == 6
+    off = TextEncoder(base, 64, "truncate", cache_bytes=0)
+    off.encode("x")
+    assert len(off.cache) == 0 and off.cache.bytes == 0
+
+
+def test_a_batch_with_parentheses_and_long_captions_trains_in_both_modes(base, data, fixture_paths, tmp_path):
+    import shutil
+
+    root = tmp_path / "captions"
+    shutil.copytree(data["train"].parent, root)
+    meta = root / "train" / "metadata.jsonl"
+    records = [json.loads(line) for line in meta.read_text().splitlines()]
+    for i, rec in enumerate(records):
+        rec["caption"] = [PARENS, LONG, "plain caption"][i % 3]
+    meta.write_text("".join(json.dumps(r) + "\n" for r in records))
+    data2 = {"train": root / "train", "val": root / "val", "embeddings": root / "embeddings"}
+    for mode in ("truncate", "chunk"):
+        cfg = small_config(data2, tmp_path / mode, fixture_paths["sd15_tiny.safetensors"], batch_size=3,
+                           caption_dropout=0.0, caption_mode=mode, latent_cache="")
+        tr = _trainer(cfg, base)
+        pairs = [p for p in tr.train_set.pairs][:3]
+        assert {p.caption for p in pairs} == {PARENS, LONG, "plain caption"}
+        inputs = tr.batch_inputs(tr.train_set, pairs, torch.Generator().manual_seed(0), augment=True)
+        assert inputs["conds"]["c_crossattn"].shape[1] == (77 if mode == "truncate" else 3 * 77)
+        record = tr.train_step()
+        assert math.isfinite(record["loss"])
+
+
+def _resolve(*extra):
+    from training.config import resolve_config
+
+    return resolve_config(["--checkpoint", "c", "--train-data", "t", "--embeddings", "e", "--output-dir", "o", *extra])
+
+
+def test_reference_recipes_set_the_reference_values_and_explicit_options_win(tmp_path):
+    sd15 = _resolve("--recipe", "reference-sd15")
+    expected = dict(resolution=512, batch_size=6, grad_accum=8, max_steps=5000, lr=5e-6, warmup_steps=500,
+                    optimizer="adamw", weight_decay=1e-2, max_grad_norm=1.0, beta=5000.0, precision="bf16",
+                    projection_dtype="bf16", latent_sampling="sample", random_flip=True, independent_flips=True,
+                    caption_dropout=0.2, caption_mode="truncate", resize_filter="bilinear", min_timestep=0,
+                    max_timestep=1000, gradient_checkpointing=False)
+    assert {k: getattr(sd15, k) for k in expected} == expected
+    sdxl = _resolve("--recipe", "reference-sdxl")
+    expected.update(resolution=1024, batch_size=2, grad_accum=16, optimizer="adafactor", caption_dropout=0.36,
+                    gradient_checkpointing=True)
+    assert {k: getattr(sdxl, k) for k in expected} == expected
+    pack = _resolve()
+    assert (pack.recipe, pack.projection_dtype, pack.latent_sampling, pack.independent_flips,
+            pack.resolution) == ("pack", "fp32", "mean", False, 0)
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"recipe": "reference-sdxl", "batch_size": 1, "lr": 1e-5}))
+    mixed = _resolve("--config", str(config), "--lr", "2e-5", "--no-independent-flips")
+    assert (mixed.recipe, mixed.batch_size, mixed.lr, mixed.independent_flips, mixed.grad_accum) == \
+        ("reference-sdxl", 1, 2e-5, False, 16)
+
+
+def test_a_recipe_for_the_other_architecture_is_refused(base, data, fixture_paths, tmp_path):
+    from training.model import ModelMismatchError
+
+    cfg = small_config(data, tmp_path, fixture_paths["sd15_tiny.safetensors"], recipe="reference-sdxl")
+    with pytest.raises(ModelMismatchError, match="reference-sd15"):
+        _trainer(cfg, base)
+
+
+def test_posterior_mean_is_comfyuis_encode_and_sampling_draws_around_it(base, data, fixture_paths, tmp_path):
+    from training.data import load_image
+    from training.latents import LatentSource
+
+    images = sorted(data["train"].glob("*.png"))[:2]
+    src = LatentSource(base.vae, base.model, 64, tmp_path / "cache", vae_identity="tiny")
+    mean, std = src.get_moments(images, [False, True])
+    pixels = torch.stack([load_image(images[0], 64), load_image(images[1], 64, flip=True)])
+    comfy_mean = base.model.model.process_latent_in(base.vae.encode(pixels).float())
+    assert (mean - comfy_mean).abs().max().item() <= 1e-5
+    assert (std > 0).all()
+    again = LatentSource(base.vae, base.model, 64, tmp_path / "cache", vae_identity="tiny")
+    mean2, std2 = again.get_moments(images, [False, True])  # the cache keeps the standard deviation
+    assert again.encoded == 0 and torch.equal(mean, mean2) and torch.equal(std, std2)
+
+    ckpt = fixture_paths["sd15_tiny.safetensors"]
+    common = dict(batch_size=4, random_flip=False, caption_dropout=0.0)
+    det = _trainer(small_config(data, tmp_path / "mean", ckpt, **common), base)
+    smp = _trainer(small_config(data, tmp_path / "sample", ckpt, latent_sampling="sample", **common), base)
+    pairs = det.train_set.pairs[:4]
+    a = det.batch_inputs(det.train_set, pairs, torch.Generator().manual_seed(5), augment=True)
+    b = smp.batch_inputs(smp.train_set, pairs, torch.Generator().manual_seed(5), augment=True)
+    c = smp.batch_inputs(smp.train_set, pairs, torch.Generator().manual_seed(6), augment=True)
+    assert torch.equal(a["noise"], b["noise"]) and torch.equal(a["sigma"], b["sigma"])
+    m_c, s_c = det.latents.get_moments([p.chosen for p in pairs], [False] * 4)
+    m_r, s_r = det.latents.get_moments([p.rejected for p in pairs], [False] * 4)
+    z = (b["x_noisy"] - a["x_noisy"]) / torch.cat([s_c, s_r])  # the standardised posterior draw
+    assert 0.8 < z.std().item() < 1.2 and abs(z.mean().item()) < 0.15
+    assert not torch.equal(b["x_noisy"], smp.batch_inputs(smp.train_set, pairs, torch.Generator().manual_seed(5),
+                                                          augment=False)["x_noisy"])
+    assert not torch.allclose(b["x_noisy"] - b["noise"] * b["sigma"].reshape(-1, 1, 1, 1),
+                              c["x_noisy"] - c["noise"] * c["sigma"].reshape(-1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_chosen_and_rejected_flips(base, data, fixture_paths, tmp_path, independent):
+    tr = _trainer(small_config(data, tmp_path, fixture_paths["sd15_tiny.safetensors"], batch_size=8,
+                               independent_flips=independent), base)
+    calls = []
+    original = tr.latents.get_moments
+
+    def spy(paths, flips):
+        calls.append(list(flips))
+        return original(paths, flips)
+
+    tr.latents.get_moments = spy
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        tr.batch_inputs(tr.train_set, tr.train_set.pairs[:8], gen, augment=True)
+    chosen, rejected = calls[0::2], calls[1::2]
+    flat_c, flat_r = sum(chosen, []), sum(rejected, [])
+    assert any(flat_c) and not all(flat_c)  # flips happen
+    differ = sum(x != y for x, y in zip(flat_c, flat_r))
+    assert (differ > 0) if independent else (differ == 0)
+
+
+def test_bf16_projection_barely_moves_and_fp32_learns(base, data, fixture_paths, tmp_path):
+    ckpt = fixture_paths["sd15_tiny.safetensors"]
+    moved = {}
+    for dtype in ("fp32", "bf16"):
+        tr = _trainer(small_config(data, tmp_path / dtype, ckpt, projection_dtype=dtype, lr=5e-6, max_steps=3,
+                                   batch_size=2), base)
+        before = tr.adapter.user_proj.proj.weight.detach().clone()
+        assert before.dtype == (torch.bfloat16 if dtype == "bf16" else torch.float32)
+        tr.train()
+        after = tr.adapter.user_proj.proj.weight.detach()
+        moved[dtype] = (after != before).float().mean().item()
+        assert any(p.abs().max() > 0 for n, p in tr.adapter.named_parameters() if "to_v_user" in n)
+    assert moved["fp32"] > 0.9 and moved["bf16"] < 0.2, moved
+    from psa_model.formats.adapter_file import load_adapter
+
+    loaded = load_adapter(tmp_path / "bf16" / "psa_adapter.safetensors")  # a bf16 projection loads in the nodes
+    assert torch.equal(loaded.user_proj.proj.weight.float(), after.float())
+
+
+def test_log_and_plot_record_policy_and_reference_errors(base, data, fixture_paths, tmp_path):
+    cfg = small_config(data, tmp_path, fixture_paths["sd15_tiny.safetensors"], batch_size=1, max_steps=3,
+                       validate_every=3, lr=1e-2)
+    tr = _trainer(cfg, base)
+    tr.train()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    keys = ("policy_mse_chosen", "policy_mse_rejected", "ref_mse_chosen", "ref_mse_rejected")
+    assert [r["kind"] for r in records] == ["train", "train", "train", "val"]
+    for r in records:
+        assert all(r[k] > 0 for k in keys)
+    for r in records[:3]:  # batch 1: the loss is −log σ(−β/2 ((pc − pr) − (rc − rr))) of the logged errors
+        inside = -0.5 * 5000.0 * ((r["policy_mse_chosen"] - r["policy_mse_rejected"])
+                                  - (r["ref_mse_chosen"] - r["ref_mse_rejected"]))
+        expected = math.log1p(math.exp(-inside)) if inside > -30 else -inside
+        assert abs(r["loss"] - expected) <= 1e-2 + 1e-3 * abs(expected), r
+    assert records[2]["policy_mse_chosen"] != records[2]["ref_mse_chosen"]  # the policy moved off the reference
+    with Image.open(tmp_path / "training_plot.png") as im:
+        assert im.width >= 1100  # three panels: loss, accuracy, per-branch error
+
+
+def test_training_subset_noise_offset_and_input_perturbation(base, data, fixture_paths, tmp_path):
+    from training.data import random_subset
+
+    ckpt = fixture_paths["sd15_tiny.safetensors"]
+    tr = _trainer(small_config(data, tmp_path, ckpt, train_subset=5, train_subset_seed=7), base)
+    full = _trainer(small_config(data, tmp_path / "full", ckpt), base)
+    assert len(tr.train_set) == 5 and set(tr.train_set.pairs) < set(full.train_set.pairs)
+    assert random_subset(full.train_set.pairs, 5, 7) == tr.train_set.pairs
+    assert random_subset(full.train_set.pairs, 5, 8) != tr.train_set.pairs
+    pairs = full.train_set.pairs[:2]
+    plain = full.batch_inputs(full.train_set, pairs, torch.Generator().manual_seed(3), augment=True)
+    pert = _trainer(small_config(data, tmp_path / "p", ckpt, input_perturbation=0.1), base)
+    p = pert.batch_inputs(pert.train_set, pairs, torch.Generator().manual_seed(3), augment=True)
+    assert torch.equal(p["noise"], plain["noise"]) and not torch.equal(p["x_noisy"], plain["x_noisy"])
+    off = _trainer(small_config(data, tmp_path / "o", ckpt, noise_offset=0.1), base)
+    o = off.batch_inputs(off.train_set, pairs, torch.Generator().manual_seed(3), augment=True)
+    shift = o["noise"] - plain["noise"]  # a constant per image and channel, shared by chosen and rejected
+    assert shift.abs().max() > 0 and torch.allclose(shift, shift.mean(dim=(2, 3), keepdim=True), atol=1e-6)
+    assert torch.equal(shift[:2], shift[2:])
