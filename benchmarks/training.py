@@ -12,7 +12,7 @@
    it (the second cached epoch reads latents instead of VAE-encoding): the full-size UNet at
    128 px and the tiny SD1.5 fixture's UNet at 256 px, both with a real-shape SD VAE.
 
-    python -m scripts.bench_training [--steps 4] [--repeats 2] [--only memory|cache]
+    python -m benchmarks.training [--steps 4] [--repeats 2] [--only memory|cache]
                                      [--malloc trainer|default] [--cache-unet full|tiny|both]
 """
 from __future__ import annotations
@@ -154,7 +154,7 @@ def step_worker(layout: str, steps: int, malloc: str) -> dict:
 
 
 def _worker(layout: str, steps: int, malloc: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "scripts.bench_training", "--worker", layout, "--steps", str(steps),
+    out = subprocess.run([sys.executable, "-m", "benchmarks.training", "--worker", layout, "--steps", str(steps),
                           "--malloc", malloc], cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600,
                          check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
