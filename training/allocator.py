@@ -3,7 +3,7 @@
 A training step frees and re-allocates activations of the same sizes every step. With glibc's
 defaults, blocks above the (adaptive) mmap threshold are unmapped on free and the top of the
 heap is trimmed, so each step hands its memory back to the kernel and page-faults it in again.
-Measured on the full-size SD1.5 benchmark (``scripts/bench_training.py --malloc default``):
+Measured on the full-size SD1.5 benchmark (``benchmarks/training.py --malloc default``):
 3.5 s per step against 2.0 s with fixed thresholds, mostly system time. Fixed thresholds keep
 freed blocks in the heap, where the next step reuses them.
 """

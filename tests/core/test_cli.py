@@ -159,7 +159,7 @@ def test_convert_names_a_missing_source(capsys, tmp_path):
 
 @pytest.mark.parametrize("module, argv, expected", [
     ("scripts.proof_learning", ["--dpo-steps", "0"], "argument --dpo-steps: 0 must be at least 1"),
-    ("scripts.bench_training", ["--repeats", "x"], "argument --repeats: 'x' is not a whole number"),
+    ("benchmarks.training", ["--repeats", "x"], "argument --repeats: 'x' is not a whole number"),
 ])
 def test_script_option_errors(capsys, module, argv, expected):
     import importlib

@@ -8,7 +8,7 @@ from psa_model.profiles import llm_encoder
 from psa_model.profiles.embedding_cache import EmbeddingCache, encode_with_cache
 from psa_model.profiles.llm_encoder import LLMEncoderError, ProfileEncoder, check_model_folder, fill_template, load_template
 from psa_model.profiles.schema import StructuredProfile
-from support.llm_tiny import HIDDEN, build_tiny_qwen2
+from benchmarks.tiny_llm import HIDDEN, build_tiny_qwen2
 
 IM_START, IM_END, ENDOFTEXT, NEWLINE = 151644, 151645, 151643, 198
 

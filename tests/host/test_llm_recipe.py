@@ -13,7 +13,7 @@ from psa_model.profiles.embedding_cache import EmbeddingCache, encode_with_cache
 from psa_model.profiles.llm_encoder import ProfileEncoder
 from psa_model.profiles.recipe import EncodingRecipe, compute_dtype
 from psa_model.profiles.schema import StructuredProfile
-from support.llm_tiny import HIDDEN, build_tiny_qwen2
+from benchmarks.tiny_llm import HIDDEN, build_tiny_qwen2
 from support.sage_rows import TEMPLATE, sage_rows, table_filled
 
 

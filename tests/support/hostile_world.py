@@ -63,7 +63,7 @@ def build_models_dir(root: Path, fixtures: dict[str, Path], with_llm: bool = Tru
         np.save(sage / f"{uid:07d}.npy", random_embeddings(1, 3584, seed=500 + uid)[0].numpy())
     (profiles / "attr_teen.json").write_text(json.dumps({"age": 15, "gender": "male", "mental_condition": "anxiety"}))
     if with_llm:
-        from support.llm_tiny import build_tiny_qwen2
+        from benchmarks.tiny_llm import build_tiny_qwen2
 
         if not (root / "LLM" / LLM_NAME / "config.json").is_file():
             build_tiny_qwen2(root / "LLM" / LLM_NAME)

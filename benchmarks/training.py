@@ -15,7 +15,7 @@
    with a byte budget (SD1.5 fixture's CLIP, 768-wide like CLIP-L), against what an unbounded
    cache would hold.
 
-    python -m scripts.bench_training [--steps 4] [--repeats 2] [--only memory|cache|text-cache]
+    python -m benchmarks.training [--steps 4] [--repeats 2] [--only memory|cache|text-cache]
                                      [--malloc trainer|default] [--cache-unet full|tiny|both]
 """
 from __future__ import annotations
@@ -159,7 +159,7 @@ def step_worker(layout: str, steps: int, malloc: str) -> dict:
 
 
 def _worker(layout: str, steps: int, malloc: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "scripts.bench_training", "--worker", layout, "--steps", str(steps),
+    out = subprocess.run([sys.executable, "-m", "benchmarks.training", "--worker", layout, "--steps", str(steps),
                           "--malloc", malloc], cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600,
                          check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -269,7 +269,7 @@ def bench_text_cache(captions: int, budget_mib: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.bench_training", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.training", description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=positive_int, default=4, metavar="N", help="timed steps per run (default: 4)")
     parser.add_argument("--repeats", type=positive_int, default=2, metavar="N",
                         help="alternating runs of each layout (default: 2)")

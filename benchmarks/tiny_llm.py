@@ -1,4 +1,8 @@
-"""A tiny random Qwen2 causal LM saved with the real Qwen2.5 tokenizer shipped in ComfyUI."""
+"""A tiny random Qwen2 causal LM saved with the real Qwen2.5 tokenizer shipped in ComfyUI.
+
+Used by the profile-encoder benchmark (`benchmarks/encoder.py`) and the LLM encoder tests; it needs
+no download (the tokenizer files come with ComfyUI).
+"""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,0 +1,70 @@
+"""PNG plots of a benchmark report (matplotlib, headless; small files for docs/benchmarks/)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _errorbar(entry: dict) -> tuple[float, float, float]:
+    return entry["ratio"], entry["ratio"] - entry["ratio_q1"], entry["ratio_q3"] - entry["ratio"]
+
+
+def render(report: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = report.get("results", {})
+    written = []
+    overhead = results.get("overhead", {})
+    if overhead.get("cases"):
+        fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=100)
+        cases = overhead["cases"]
+        names = [n for n in cases[0]["variants"] if n != "stock"]
+        width = 0.8 / len(names)
+        for j, name in enumerate(names):
+            vals = [_errorbar(c["variants"][name]) for c in cases]
+            xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(cases))]
+            ax.bar(xs, [v[0] for v in vals], width, yerr=[[v[1] for v in vals], [v[2] for v in vals]], label=name,
+                   capsize=3)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.axhline(1.02, color="r", lw=0.8, ls="--", label="target 1.02 (T=1)")
+        ax.set_xticks(range(len(cases)), [f"{c['model']}\n{c['latent']}×{c['latent']} latent" for c in cases],
+                      fontsize=8)
+        ax.set_ylabel("step time / stock (median, IQR)")
+        ax.set_ylim(bottom=min(0.9, ax.get_ylim()[0]))
+        ax.legend(fontsize=7)
+        ax.set_title("Sampling overhead per step (KSampler, cfg 7)", fontsize=10)
+        fig.tight_layout()
+        written.append(_save(fig, out / "sampling_overhead.png"))
+        plt.close(fig)
+    scaling = results.get("scaling", {})
+    if scaling.get("grid"):
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=100, sharey=True)
+        sizes = sorted({g["latent"] for g in scaling["grid"]})
+        batches = sorted({g["batch"] for g in scaling["grid"]})
+        for ax, variant in zip(axes, ("psa_t1", "reference_style_t1")):
+            for batch in batches:
+                rows = sorted((g for g in scaling["grid"] if g["batch"] == batch), key=lambda g: g["latent"])
+                vals = [_errorbar(g[variant]) for g in rows]
+                ax.errorbar([g["latent"] for g in rows], [v[0] for v in vals],
+                            yerr=[[v[1] for v in vals], [v[2] for v in vals]], marker="o", capsize=3,
+                            label=f"batch {batch}")
+            ax.axhline(1.0, color="k", lw=0.8)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sizes, [str(s) for s in sizes])
+            ax.set_xlabel("latent size")
+            ax.set_title(f"{variant} / stock", fontsize=10)
+        axes[0].set_ylabel("step time ratio (median, IQR)")
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"Scaling ({scaling['model']})", fontsize=9)
+        fig.tight_layout()
+        written.append(_save(fig, out / "sampling_scaling.png"))
+        plt.close(fig)
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
