@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from psa_model.adapter.patch import PSAError, attach_profile, installed_adapter
 
+from . import folders
 from .adapter_nodes import CATEGORY
 from .profile_nodes import Profile
 
@@ -98,6 +99,18 @@ class PSAKSampler(io.ComfyNode):
                     *_ksampler_inputs(), *_window_inputs()],
             outputs=[io.Latent.Output(tooltip="The denoised latent.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, sampler_name, scheduler) -> bool | str:
+        # ComfyUI's KSampler silently replaces an unknown sampler or scheduler by its first one.
+        import comfy.samplers
+
+        found = folders.check_choice("sampler_name", sampler_name, list(comfy.samplers.KSampler.SAMPLERS),
+                                     "ComfyUI's samplers")
+        if found is not True:
+            return found
+        return folders.check_choice("scheduler", scheduler, list(comfy.samplers.KSampler.SCHEDULERS),
+                                    "ComfyUI's schedulers")
 
     @classmethod
     def execute(cls, model, profile, psa_scale, seed, steps, cfg, sampler_name, scheduler, positive, negative,

@@ -191,8 +191,8 @@ CASES = [
          _json("psa_profiles", "list.json", ["demo_child.npy"])),
     Case("profile-forbidden-string", _profile("fstr.json"), r"fstr\.json: 'forbidden' must be a list",
          _json("psa_profiles", "fstr.json", {"embedding": "demo_child.npy", "forbidden": "Hate"})),
-    Case("profile-unknown-key", _profile("ukey.json"), r"ukey\.json: unknown keys \['age'\].*accepts only",
-         _json("psa_profiles", "ukey.json", {"embedding": "demo_child.npy", "age": 12})),
+    Case("profile-unknown-key", _profile("ukey.json"), r"ukey\.json: unknown keys \['colour'\].*accepts only",
+         _json("psa_profiles", "ukey.json", {"embedding": "demo_child.npy", "colour": "blue"})),
     Case("profile-name-type", _profile("ntype.json"), r"ntype\.json: 'name' must be text",
          _json("psa_profiles", "ntype.json", {"embedding": "demo_child.npy", "name": 7})),
     Case("profile-unknown-category", _profile("ucat.json"), r"ucat\.json: unknown categories \['Gore'\]",
@@ -334,6 +334,11 @@ def test_bad_input(index, hostile_server, hostile_models_dir):
     assert not Path("/tmp/psa_pwned").exists()
 
 
+def _choices(spec: list) -> list:
+    """A combo's choices: ``[choices, {...}]`` (V1 form) or ``["COMBO", {"options": choices}]`` (node schema)."""
+    return spec[1]["options"] if spec[0] == "COMBO" else spec[0]
+
+
 def test_listing_survives_every_bad_file(hostile_server, hostile_models_dir):
     """After the corpus (and a few listing-only oddities) every PSA node still lists its inputs."""
     profiles = hostile_models_dir / "psa_profiles"
@@ -348,10 +353,10 @@ def test_listing_survives_every_bad_file(hostile_server, hostile_models_dir):
     psa = {k for k in info if k.startswith("PSA")}
     assert {"PSAProfilePolicy", "PSALoadProfile", "PSAModelPatcher", "PSAEncodeProfileLLM",
             "PSASaveImageRedacted"} <= psa
-    policy_files = info["PSAProfilePolicy"]["input"]["required"]["profile_file"][0]
+    policy_files = _choices(info["PSAProfilePolicy"]["input"]["required"]["profile_file"])
     assert {"a_broken.json", "broken.json", "deep.json", "huge.json", "pipe.json", "zero.json"} <= set(policy_files)
     assert "demo_child.json" not in policy_files  # a well-formed embedding profile belongs to PSA Load Profile
-    assert not any("\udcff" in name for name in info["PSALoadProfile"]["input"]["required"]["profile_name"][0])
+    assert not any("\udcff" in name for name in _choices(info["PSALoadProfile"]["input"]["required"]["profile_name"]))
 
 
 def test_a_full_good_prompt_after_the_corpus(hostile_server):
