@@ -16,33 +16,14 @@ from psa_model.adapter.demo import random_adapter, random_embeddings
 from psa_model.formats.adapter_file import load_adapter, read_adapter_tensors, save_native
 from psa_model.adapter.layer_map import architecture, match_sites
 from psa_model.adapter.patch import attach_adapter, attach_profile
-from support.training_helpers import make_dataset, small_config
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("sage"))
-
-
-@pytest.fixture(scope="module")
-def base(sd15_checkpoint):
-    from training.model import BaseModel, detect_arch
-
-    model, clip, vae = sd15_checkpoint
-    return BaseModel(model, clip, vae, detect_arch(model))
-
-
-def _trainer(cfg, base):
-    from training.trainer import Trainer
-
-    return Trainer(cfg, base=base)
+from support.training_helpers import small_config, trainer_for
 
 
 def test_train_and_infer_predictions_agree(base, data, fixture_paths, tmp_path):
     """The trainer's ε for a batch equals the patched MODEL's ε on the node sampling path."""
     import comfy.sample
 
-    tr = _trainer(small_config(data, tmp_path, fixture_paths["sd15_tiny.safetensors"]), base)
+    tr = trainer_for(small_config(data, tmp_path, fixture_paths["sd15_tiny.safetensors"]), base)
     sites = match_sites(architecture("sd15"), base.model.get_model_object("diffusion_model"))
     adapter = random_adapter(adapter_config_for_model("sd15", sites, embed_dim=64), seed=1, kv_std=0.05)
     with torch.no_grad():
@@ -79,13 +60,13 @@ def test_resume_is_exact_and_refuses_other_runs(base, data, fixture_paths, tmp_p
     from training.checkpoint import ResumeError
 
     ckpt = fixture_paths["sd15_tiny.safetensors"]
-    one = _trainer(small_config(data, tmp_path / "one", ckpt, max_steps=4), base)
+    one = trainer_for(small_config(data, tmp_path / "one", ckpt, max_steps=4), base)
     one.train()
-    first = _trainer(small_config(data, tmp_path / "two", ckpt, max_steps=2, checkpoint_every=2), base)
+    first = trainer_for(small_config(data, tmp_path / "two", ckpt, max_steps=2, checkpoint_every=2), base)
     first.train()
     step2 = tmp_path / "two" / "checkpoints" / "step_2"
     assert (step2 / "adapter.safetensors").is_file() and (tmp_path / "two" / "training_plot.png").is_file()
-    second = _trainer(small_config(data, tmp_path / "two", ckpt, max_steps=4, resume=str(step2)), base)
+    second = trainer_for(small_config(data, tmp_path / "two", ckpt, max_steps=4, resume=str(step2)), base)
     assert second.step == 2
     second.train()
     a, _ = read_adapter_tensors(tmp_path / "one" / "psa_adapter.safetensors")
@@ -97,7 +78,7 @@ def test_resume_is_exact_and_refuses_other_runs(base, data, fixture_paths, tmp_p
     steps = [r["step"] for r in map(json.loads, (tmp_path / "two" / "metrics.jsonl").read_text().splitlines())]
     assert steps == [1, 2, 3, 4]
     with pytest.raises(ResumeError, match="different run configuration"):
-        _trainer(small_config(data, tmp_path / "three", ckpt, max_steps=4, lr=2e-3, resume=str(step2)), base)
+        trainer_for(small_config(data, tmp_path / "three", ckpt, max_steps=4, lr=2e-3, resume=str(step2)), base)
 
 
 def test_missing_embeddings_are_counted_and_stop_the_run(data, tmp_path):
@@ -210,7 +191,7 @@ def test_training_outputs_load_in_the_node_path(base, data, fixture_paths, tmp_p
     cfg = small_config(data, tmp_path, fixture_paths["sd15_tiny.safetensors"], max_steps=30, batch_size=4,
                        lr=1e-2, validate_every=15, checkpoint_every=15, export_reference_bin=True,
                        random_flip=False)
-    tr = _trainer(cfg, base)
+    tr = trainer_for(cfg, base)
     path = tr.train()
     val = tr.evaluate()
     assert val["pairs"] == 2 * 4

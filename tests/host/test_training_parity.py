@@ -11,29 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from support.training_helpers import make_dataset, small_config
+from support.training_helpers import small_config, trainer_for
 
 PARENS = r"a (red:1.5) cat, [blurry] \(sketch\) embedding:foo"
 LONG = " ".join(["cat"] * 200)  # 200 tokens: three 77-token windows
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("sage_parity"))
-
-
-@pytest.fixture(scope="module")
-def base(sd15_checkpoint):
-    from training.model import BaseModel, detect_arch
-
-    model, clip, vae = sd15_checkpoint
-    return BaseModel(model, clip, vae, detect_arch(model))
-
-
-def _trainer(cfg, base):
-    from training.trainer import Trainer
-
-    return Trainer(cfg, base=base)
 
 
 def _hf_ids(sub, caption: str, pad: int) -> list[int]:
@@ -120,7 +101,7 @@ def test_a_batch_with_parentheses_and_long_captions_trains_in_both_modes(base, d
     for mode in ("truncate", "chunk"):
         cfg = small_config(data2, tmp_path / mode, fixture_paths["sd15_tiny.safetensors"], batch_size=3,
                            caption_dropout=0.0, caption_mode=mode, latent_cache="")
-        tr = _trainer(cfg, base)
+        tr = trainer_for(cfg, base)
         pairs = [p for p in tr.train_set.pairs][:3]
         assert {p.caption for p in pairs} == {PARENS, LONG, "plain caption"}
         inputs = tr.batch_inputs(tr.train_set, pairs, torch.Generator().manual_seed(0), augment=True)
@@ -162,7 +143,7 @@ def test_a_recipe_for_the_other_architecture_is_refused(base, data, fixture_path
 
     cfg = small_config(data, tmp_path, fixture_paths["sd15_tiny.safetensors"], recipe="reference-sdxl")
     with pytest.raises(ModelMismatchError, match="reference-sd15"):
-        _trainer(cfg, base)
+        trainer_for(cfg, base)
 
 
 def test_posterior_mean_is_comfyuis_encode_and_sampling_draws_around_it(base, data, fixture_paths, tmp_path):
@@ -182,8 +163,8 @@ def test_posterior_mean_is_comfyuis_encode_and_sampling_draws_around_it(base, da
 
     ckpt = fixture_paths["sd15_tiny.safetensors"]
     common = dict(batch_size=4, random_flip=False, caption_dropout=0.0)
-    det = _trainer(small_config(data, tmp_path / "mean", ckpt, **common), base)
-    smp = _trainer(small_config(data, tmp_path / "sample", ckpt, latent_sampling="sample", **common), base)
+    det = trainer_for(small_config(data, tmp_path / "mean", ckpt, **common), base)
+    smp = trainer_for(small_config(data, tmp_path / "sample", ckpt, latent_sampling="sample", **common), base)
     pairs = det.train_set.pairs[:4]
     a = det.batch_inputs(det.train_set, pairs, torch.Generator().manual_seed(5), augment=True)
     b = smp.batch_inputs(smp.train_set, pairs, torch.Generator().manual_seed(5), augment=True)
@@ -201,7 +182,7 @@ def test_posterior_mean_is_comfyuis_encode_and_sampling_draws_around_it(base, da
 
 @pytest.mark.parametrize("independent", [False, True])
 def test_chosen_and_rejected_flips(base, data, fixture_paths, tmp_path, independent):
-    tr = _trainer(small_config(data, tmp_path, fixture_paths["sd15_tiny.safetensors"], batch_size=8,
+    tr = trainer_for(small_config(data, tmp_path, fixture_paths["sd15_tiny.safetensors"], batch_size=8,
                                independent_flips=independent), base)
     calls = []
     original = tr.latents.get_moments
@@ -225,7 +206,7 @@ def test_bf16_projection_barely_moves_and_fp32_learns(base, data, fixture_paths,
     ckpt = fixture_paths["sd15_tiny.safetensors"]
     moved = {}
     for dtype in ("fp32", "bf16"):
-        tr = _trainer(small_config(data, tmp_path / dtype, ckpt, projection_dtype=dtype, lr=5e-6, max_steps=3,
+        tr = trainer_for(small_config(data, tmp_path / dtype, ckpt, projection_dtype=dtype, lr=5e-6, max_steps=3,
                                    batch_size=2), base)
         before = tr.adapter.user_proj.proj.weight.detach().clone()
         assert before.dtype == (torch.bfloat16 if dtype == "bf16" else torch.float32)
@@ -243,7 +224,7 @@ def test_bf16_projection_barely_moves_and_fp32_learns(base, data, fixture_paths,
 def test_log_and_plot_record_policy_and_reference_errors(base, data, fixture_paths, tmp_path):
     cfg = small_config(data, tmp_path, fixture_paths["sd15_tiny.safetensors"], batch_size=1, max_steps=3,
                        validate_every=3, lr=1e-2)
-    tr = _trainer(cfg, base)
+    tr = trainer_for(cfg, base)
     tr.train()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     keys = ("policy_mse_chosen", "policy_mse_rejected", "ref_mse_chosen", "ref_mse_rejected")
@@ -264,17 +245,17 @@ def test_training_subset_noise_offset_and_input_perturbation(base, data, fixture
     from training.data import random_subset
 
     ckpt = fixture_paths["sd15_tiny.safetensors"]
-    tr = _trainer(small_config(data, tmp_path, ckpt, train_subset=5, train_subset_seed=7), base)
-    full = _trainer(small_config(data, tmp_path / "full", ckpt), base)
+    tr = trainer_for(small_config(data, tmp_path, ckpt, train_subset=5, train_subset_seed=7), base)
+    full = trainer_for(small_config(data, tmp_path / "full", ckpt), base)
     assert len(tr.train_set) == 5 and set(tr.train_set.pairs) < set(full.train_set.pairs)
     assert random_subset(full.train_set.pairs, 5, 7) == tr.train_set.pairs
     assert random_subset(full.train_set.pairs, 5, 8) != tr.train_set.pairs
     pairs = full.train_set.pairs[:2]
     plain = full.batch_inputs(full.train_set, pairs, torch.Generator().manual_seed(3), augment=True)
-    pert = _trainer(small_config(data, tmp_path / "p", ckpt, input_perturbation=0.1), base)
+    pert = trainer_for(small_config(data, tmp_path / "p", ckpt, input_perturbation=0.1), base)
     p = pert.batch_inputs(pert.train_set, pairs, torch.Generator().manual_seed(3), augment=True)
     assert torch.equal(p["noise"], plain["noise"]) and not torch.equal(p["x_noisy"], plain["x_noisy"])
-    off = _trainer(small_config(data, tmp_path / "o", ckpt, noise_offset=0.1), base)
+    off = trainer_for(small_config(data, tmp_path / "o", ckpt, noise_offset=0.1), base)
     o = off.batch_inputs(off.train_set, pairs, torch.Generator().manual_seed(3), augment=True)
     shift = o["noise"] - plain["noise"]  # a constant per image and channel, shared by chosen and rejected
     assert shift.abs().max() > 0 and torch.allclose(shift, shift.mean(dim=(2, 3), keepdim=True), atol=1e-6)

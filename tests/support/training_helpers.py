@@ -20,3 +20,10 @@ def small_config(data: dict[str, Path], out: Path, checkpoint: Path, **kw) -> Tr
                   latent_cache=str(Path(data["train"]).parent / "latents"))
     values.update(kw)
     return TrainConfig(**values)
+
+
+def trainer_for(cfg: TrainConfig, base):
+    """A :class:`training.trainer.Trainer` on an already loaded base model."""
+    from training.trainer import Trainer
+
+    return Trainer(cfg, base=base)
