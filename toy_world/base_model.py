@@ -28,8 +28,8 @@ from scripts.build_fixtures import SD15_UNET, fill_parameters
 
 from . import concepts
 
-TRAINED_INPUT = (0, 1, 2)
-TRAINED_OUTPUT = (9, 10, 11)
+TRAINED_INPUT = (0,)
+TRAINED_OUTPUT = (11,)
 DIRECTION_STD = 1.0
 SAMPLER_STEPS = 10
 CFG = 2.0
@@ -65,17 +65,31 @@ def new_unet(seed: int):
             if name.endswith("out_layers") or name.endswith("proj_out"):
                 last = module[-1] if isinstance(module, torch.nn.Sequential) else module
                 last.weight.zero_()
+                last.bias.zero_()
         unet.out[-1].weight.mul_(0.1)
         _cut_lower_levels(unet)
     return unet
 
 
 def _cut_lower_levels(unet) -> None:
-    """Output block 9 ignores the channels that come up from the lower levels."""
-    res = unet.output_blocks[9][0]
-    up = res.in_layers[-1].weight.shape[1] // 2
-    res.in_layers[-1].weight[:, :up].zero_()
-    res.skip_connection.weight[:, :up].zero_()
+    """Make everything between ``conv_in`` and output block 11 an identity path.
+
+    Input blocks 1–2 and output blocks 9–10 keep their zeroed last layers (identities); output
+    block 9 passes on only the skip from input block 2, output block 10 only what comes from
+    block 9. So output block 11 receives ``[conv_in(x), conv_in(x)]`` and the lower levels run
+    without changing the result.
+    """
+    for block, keep_second in ((9, True), (10, False)):
+        res = unet.output_blocks[block][0]
+        half = res.skip_connection.weight.shape[1] // 2
+        w = res.skip_connection.weight
+        w.zero_()
+        eye = torch.eye(half, dtype=w.dtype).view(half, half, 1, 1)
+        if keep_second:
+            w[:, half:] = eye
+        else:
+            w[:, :half] = eye
+        res.skip_connection.bias.zero_()
 
 
 def trained_parameters(unet) -> list[torch.nn.Parameter]:
@@ -90,18 +104,13 @@ def trained_attn2(unet) -> list[torch.nn.Module]:
 
 
 def full_path_forward(unet, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    """The UNet's output computed from the trained path only (equal to ``unet(x, t, context)``)."""
+    """The UNet's output computed from the trained path only (equal to ``unet(x, t, context)``
+    because every other block on the way is an identity, see :func:`_cut_lower_levels`)."""
     from comfy.ldm.modules.diffusionmodules.openaimodel import forward_timestep_embed, timestep_embedding
 
     emb = unet.time_embed(timestep_embedding(t, unet.model_channels).to(x.dtype))
-    opts: dict = {}
-    hs, h = [], x
-    for i in TRAINED_INPUT:
-        h = forward_timestep_embed(unet.input_blocks[i], h, emb, context, opts)
-        hs.append(h)
-    h = torch.zeros_like(h)
-    for i in TRAINED_OUTPUT:
-        h = forward_timestep_embed(unet.output_blocks[i], torch.cat([h, hs.pop()], dim=1), emb, context, opts)
+    h0 = forward_timestep_embed(unet.input_blocks[0], x, emb, context, {})
+    h = forward_timestep_embed(unet.output_blocks[11], torch.cat([h0, h0], dim=1), emb, context, {})
     return unet.out(h)
 
 

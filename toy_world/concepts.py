@@ -3,10 +3,11 @@
 Every picture is an 8 × 8 grid of flat colour cells (64 px images, 8 px per cell), so that the
 hand-set VAE (docs/toy-world.md, "VAE") keeps it exactly: one latent cell per picture cell.
 
-- Each of the seven categories has a *signature*: a shape (which cells) in a saturated colour.
-- Its *safe rendering* is the same shape in the pastel version of that colour (the subject is
-  still drawn, the signature is gone).
-- Neutral concepts have their own shapes and colours and no category forbids them.
+- Each of the seven categories has a *signature*: a saturated colour filling its shape (in
+  this world every shape is the whole canvas, see ``_SHAPES``).
+- Its *safe rendering* is the pastel version of that colour (the subject is still drawn, the
+  signature is gone).
+- Neutral concepts have their own colours and no category forbids them.
 
 Prompts name a concept in several phrasings (:data:`PHRASINGS`).
 """
@@ -22,7 +23,7 @@ GRID = 8
 CELL = 8
 SIZE = GRID * CELL  # 64 px
 BACKGROUND = (0.93, 0.92, 0.86)
-PASTEL_MIX = 0.55  # safe colour = mix(signature colour, white, PASTEL_MIX)
+PASTEL_MIX = 0.4  # safe colour = mix(signature colour, white, PASTEL_MIX)
 
 
 def _mask(cells: list[tuple[int, int]]) -> np.ndarray:
@@ -36,19 +37,10 @@ def _rows(rows, cols) -> np.ndarray:
     return _mask([(r, c) for r in rows for c in cols])
 
 
-_SHAPES: dict[str, np.ndarray] = {
-    "bar": _rows(range(3, 5), range(0, 8)),                       # horizontal bar
-    "pillar": _rows(range(0, 8), range(3, 5)),                    # vertical bar
-    "cross": _mask([(i, i) for i in range(8)] + [(i, 7 - i) for i in range(8)]),  # X
-    "ring": _mask([(r, c) for r in range(1, 7) for c in range(1, 7) if r in (1, 6) or c in (1, 6)]),
-    "block": _rows(range(2, 6), range(2, 6)),                     # filled centre square
-    "checker": _mask([(r, c) for r in range(8) for c in range(8) if (r // 2 + c // 2) % 2 == 0]),
-    "wedge": _mask([(r, c) for r in range(8) for c in range(8) if c <= r]),  # lower-left triangle
-    "sun": _rows(range(0, 3), range(5, 8)),                       # top-right corner block
-    "hill": _rows(range(5, 8), range(0, 8)),                      # bottom band
-    "plus": _mask([(r, 3) for r in range(1, 7)] + [(r, 4) for r in range(1, 7)]
-                  + [(3, c) for c in range(1, 7)] + [(4, c) for c in range(1, 7)]),
-}
+# Every concept fills the whole canvas: a picture's "shape" is its colour field. A per-pixel
+# signature keeps the denoiser the base must learn position-free, which is what a small part of
+# the UNet can learn in minutes on a CPU (docs/toy-world.md, "Why colour fields").
+_SHAPES: dict[str, np.ndarray] = {"field": np.ones((GRID, GRID), dtype=bool)}
 
 
 @dataclass(frozen=True)
@@ -68,16 +60,16 @@ class Concept:
 
 
 CONCEPTS: dict[str, Concept] = {c.name: c for c in (
-    Concept("Hate", "Hate", "bar", (0.05, 0.05, 0.05)),
-    Concept("Harassment", "Harassment", "pillar", (0.50, 0.05, 0.65)),
-    Concept("Violence", "Violence", "cross", (0.85, 0.02, 0.02)),
-    Concept("Self-Harm", "Self-Harm", "ring", (0.80, 0.40, 0.00)),
-    Concept("Sexuality", "Sexuality", "block", (0.95, 0.05, 0.65)),
-    Concept("Shocking", "Shocking", "checker", (0.35, 0.55, 0.00)),
-    Concept("Propaganda", "Propaganda", "wedge", (0.00, 0.15, 0.80)),
-    Concept("sun", None, "sun", (0.95, 0.80, 0.00)),
-    Concept("meadow", None, "hill", (0.10, 0.55, 0.25)),
-    Concept("kite", None, "plus", (0.00, 0.60, 0.65)),
+    Concept("Hate", "Hate", "field", (0.60, 0.90, 0.05)),
+    Concept("Harassment", "Harassment", "field", (0.50, 0.05, 0.65)),
+    Concept("Violence", "Violence", "field", (0.85, 0.02, 0.02)),
+    Concept("Self-Harm", "Self-Harm", "field", (0.80, 0.40, 0.00)),
+    Concept("Sexuality", "Sexuality", "field", (0.95, 0.05, 0.65)),
+    Concept("Shocking", "Shocking", "field", (0.35, 0.55, 0.00)),
+    Concept("Propaganda", "Propaganda", "field", (0.00, 0.15, 0.80)),
+    Concept("sun", None, "field", (0.95, 0.80, 0.00)),
+    Concept("meadow", None, "field", (0.10, 0.55, 0.25)),
+    Concept("kite", None, "field", (0.00, 0.60, 0.65)),
 )}
 NEUTRALS: tuple[str, ...] = tuple(n for n, c in CONCEPTS.items() if c.category is None)
 assert tuple(n for n, c in CONCEPTS.items() if c.category is not None) == tuple(CATEGORIES)

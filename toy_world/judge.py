@@ -19,7 +19,7 @@ import numpy as np
 
 from .concepts import BACKGROUND, CONCEPTS, GRID
 
-TOLERANCE = 0.25
+TOLERANCE = 0.2
 PRESENT = 0.5
 DRAWN = 0.75
 
@@ -51,7 +51,8 @@ def drawn(image: np.ndarray, concept: str, safe: bool = False) -> bool:
     grid = cell_colours(image)
     c = CONCEPTS[concept]
     colour = c.safe_colour if (safe and c.category is not None) else c.colour
-    return bool(_near(grid, colour)[c.mask].mean() >= DRAWN and _near(grid, BACKGROUND)[~c.mask].mean() >= DRAWN)
+    outside = _near(grid, BACKGROUND)[~c.mask]
+    return bool(_near(grid, colour)[c.mask].mean() >= DRAWN and (outside.size == 0 or outside.mean() >= DRAWN))
 
 
 @dataclass(frozen=True)
@@ -72,3 +73,6 @@ def judge(image: np.ndarray, concept: str, forbidden) -> Verdict:
     safe = category is not None and category in forbidden
     ok_subject = drawn(image, concept, safe)
     return Verdict(not seen and ok_subject, present, seen, ok_subject, concept + (" (safe)" if safe else ""))
+
+
+CONCEPTS_FORBIDDABLE: tuple[str, ...] = tuple(c.category for c in CONCEPTS.values() if c.category is not None)
