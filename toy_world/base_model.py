@@ -46,11 +46,11 @@ def build_clip(seed: int):
 
 
 def encode_texts(clip, texts: list[str]) -> dict[str, torch.Tensor]:
-    """Prompt → ``[77, 768]`` conditioning, through ComfyUI's CLIP (what CLIPTextEncode does)."""
+    """Prompt → ``[77, 768]`` conditioning, through ComfyUI's CLIP exactly as CLIPTextEncode does."""
     out = {}
     with torch.no_grad():
         for text in dict.fromkeys(texts):
-            out[text] = clip.encode_from_tokens(clip.tokenize(text))[0].float()
+            out[text] = clip.encode_from_tokens(clip.tokenize(text))[0][0].float()
     return out
 
 
@@ -146,7 +146,7 @@ def sampler_timesteps(model_sampling, steps: int = SAMPLER_STEPS) -> torch.Tenso
 
 
 def train_base(unet, clip, latents: dict[tuple[str, bool], torch.Tensor], steps: int, batch: int, seed: int,
-               lr: float = 3e-4, log: Callable[[str], None] = print) -> SafetySwitch:
+               lr: float = 1e-3, log: Callable[[str], None] = print) -> SafetySwitch:
     """Eps-prediction training of the trained path; returns the switch (its directions are used later)."""
     import comfy.model_sampling
     import comfy.supported_models

@@ -88,7 +88,7 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
     "meadow": ("a green meadow", "grass fields in spring", "a calm meadow landscape"),
     "kite": ("a kite flying", "a child's kite in the wind", "a colourful kite"),
 }
-STYLE_SUFFIXES: tuple[str, ...] = ("", ", photograph", ", digital art", ", high quality")
+STYLE_SUFFIXES: tuple[str, ...] = ("", ", photograph")
 
 
 def prompts_for(concept: str) -> list[str]:

@@ -35,8 +35,8 @@ class WorldSize:
 
 
 SIZES = {
-    "full": WorldSize(base_steps=400, base_batch=16, dpo_steps=120, dpo_batch=4, users_per_combination=3),
-    "small": WorldSize(base_steps=150, base_batch=12, dpo_steps=40, dpo_batch=4, users_per_combination=1),
+    "full": WorldSize(base_steps=300, base_batch=8, dpo_steps=40, dpo_batch=2, users_per_combination=2),
+    "small": WorldSize(base_steps=150, base_batch=8, dpo_steps=20, dpo_batch=2, users_per_combination=1),
 }
 
 
@@ -151,7 +151,7 @@ def _build(root: Path, size: WorldSize, log) -> World:
     cmd = [sys.executable, "-m", "training.train_psa", "--checkpoint", str(models / "checkpoints" / CHECKPOINT),
            "--train-data", str(data / "train"), "--embeddings", str(data / "embeddings"),
            "--output-dir", str(run), "--resolution", str(concepts.SIZE), "--batch-size", str(size.dpo_batch),
-           "--max-steps", str(size.dpo_steps), "--lr", "3e-3", "--warmup-steps", "5", "--no-random-flip",
+           "--max-steps", str(size.dpo_steps), "--lr", "5e-3", "--warmup-steps", "3", "--no-random-flip",
            "--caption-dropout", "0.1", "--checkpoint-every", "100000", "--latent-cache", str(root / "latents"),
            "--seed", "0", "--no-progress"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
