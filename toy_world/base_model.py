@@ -145,8 +145,8 @@ def sampler_timesteps(model_sampling, steps: int = SAMPLER_STEPS) -> torch.Tenso
     return model_sampling.timestep(sigmas).float()
 
 
-def train_base(unet, clip, latents: dict[tuple[str, bool], torch.Tensor], steps: int, batch: int, seed: int,
-               lr: float = 1e-3, log: Callable[[str], None] = print) -> SafetySwitch:
+def train_base(unet, conds: dict[str, torch.Tensor], latents: dict[tuple[str, bool], torch.Tensor], steps: int,
+               batch: int, seed: int, lr: float = 1e-3, log: Callable[[str], None] = print) -> SafetySwitch:
     """Eps-prediction training of the trained path; returns the switch (its directions are used later)."""
     import comfy.model_sampling
     import comfy.supported_models
@@ -157,7 +157,6 @@ def train_base(unet, clip, latents: dict[tuple[str, bool], torch.Tensor], steps:
     visit = sampler_timesteps(ms)
     names = list(concepts.CONCEPTS)
     prompts = {n: concepts.prompts_for(n) for n in names}
-    conds = encode_texts(clip, [p for ps in prompts.values() for p in ps] + [""])
     switch = SafetySwitch(unet, seed + 2)
     params = trained_parameters(unet)
     for p in unet.parameters():
@@ -165,7 +164,7 @@ def train_base(unet, clip, latents: dict[tuple[str, bool], torch.Tensor], steps:
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    alphas = ms.alphas_cumprod.float()
+    alphas = 1.0 / (1.0 + ms.sigmas.float() ** 2)  # ᾱ_t from ComfyUI's discrete sigmas
     started = time.monotonic()
     for step in range(steps):
         xs, ctx, amounts = [], [], torch.zeros(batch, len(CATEGORIES))
@@ -203,6 +202,10 @@ def train_base(unet, clip, latents: dict[tuple[str, bool], torch.Tensor], steps:
     for p in unet.parameters():
         p.requires_grad_(False)
     return switch
+
+
+def all_prompts() -> list[str]:
+    return [p for n in concepts.CONCEPTS for p in concepts.prompts_for(n)] + [""]
 
 
 def separation(conds: dict[str, torch.Tensor]) -> float:

@@ -23,6 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = "toy_world_sd15.safetensors"
 ADAPTER = "toy_world_psa.safetensors"
 LLM_NAME = "toy_qwen2"
+BUILD_SOURCES = ("concepts", "vae", "base_model", "users", "world")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class WorldSize:
 SIZES = {
     "full": WorldSize(base_steps=300, base_batch=8, dpo_steps=40, dpo_batch=2, users_per_combination=2),
     "small": WorldSize(base_steps=150, base_batch=8, dpo_steps=20, dpo_batch=2, users_per_combination=1),
+    "tiny": WorldSize(base_steps=2, base_batch=2, dpo_steps=1, dpo_batch=1, users_per_combination=1),  # plumbing
 }
 
 
@@ -52,8 +54,10 @@ class World:
 
 
 def source_hash() -> str:
+    """Hash of the sources the world is built from (not the judge, demo or benchmark code)."""
     h = hashlib.sha256()
-    files = sorted((REPO_ROOT / "toy_world").glob("*.py")) + [REPO_ROOT / "scripts" / "build_fixtures.py"]
+    files = [REPO_ROOT / "toy_world" / f"{name}.py" for name in BUILD_SOURCES] + \
+        [REPO_ROOT / "scripts" / "build_fixtures.py"]
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -111,8 +115,9 @@ def _build(root: Path, size: WorldSize, log) -> World:
 
     t0 = time.monotonic()
     log(f"step 2/5: training the base UNet ({size.base_steps} steps × {size.base_batch})")
+    conds = _cached_conditioning(clip, root.parent, log)
     unet = base_model.new_unet(seed=3)
-    base_model.train_base(unet, clip, latents, size.base_steps, size.base_batch, seed=0,
+    base_model.train_base(unet, conds, latents, size.base_steps, size.base_batch, seed=0,
                           log=lambda m: log(m.replace("[toy-world] ", "")))
     patcher = _load_unet({k: v.half() for k, v in unet.state_dict().items()})
     _save(patcher, clip, vae, models / "checkpoints" / CHECKPOINT, "toy-world-sd15")
@@ -163,6 +168,24 @@ def _build(root: Path, size: WorldSize, log) -> World:
     timings["total_s"] = time.monotonic() - started
     log(f"world built in {timings['total_s']:.0f} s ({', '.join(f'{k} {v:.0f}' for k, v in timings.items())})")
     return World(root, models, CHECKPOINT, ADAPTER, demo_files, split, timings)
+
+
+def _cached_conditioning(clip, cache: Path, log) -> dict:
+    """CLIPTextEncode conditioning of every toy prompt, cached by prompt list and CLIP seed."""
+    import torch
+
+    from . import base_model
+
+    prompts = base_model.all_prompts()
+    key = hashlib.sha256(json.dumps([prompts, 1, (REPO_ROOT / "scripts" / "build_fixtures.py").read_bytes().hex()[:64]])
+                         .encode()).hexdigest()[:12]
+    path = cache / f"conditioning-{key}.pt"
+    if path.is_file():
+        return torch.load(path)
+    log(f"encoding {len(prompts)} prompts with the text encoder")
+    conds = base_model.encode_texts(clip, prompts)
+    torch.save(conds, path)
+    return conds
 
 
 def write_pairs(split_dir: Path, emb_dir: Path, users: list[dict], embeddings: np.ndarray) -> int:
