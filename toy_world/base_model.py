@@ -50,7 +50,7 @@ def encode_texts(clip, texts: list[str]) -> dict[str, torch.Tensor]:
     out = {}
     with torch.no_grad():
         for text in dict.fromkeys(texts):
-            out[text] = clip.encode_from_tokens(clip.tokenize(text))[0][0].float()
+            out[text] = clip.encode_from_tokens(clip.tokenize(text))[0].float()
     return out
 
 

@@ -181,7 +181,9 @@ def _cached_conditioning(clip, cache: Path, log) -> dict:
                          .encode()).hexdigest()[:12]
     path = cache / f"conditioning-{key}.pt"
     if path.is_file():
-        return torch.load(path)
+        conds = torch.load(path)
+        if all(v.shape == (77, 768) for v in conds.values()) and set(conds) == set(prompts):
+            return conds
     log(f"encoding {len(prompts)} prompts with the text encoder")
     conds = base_model.encode_texts(clip, prompts)
     torch.save(conds, path)
