@@ -25,3 +25,25 @@ def test_psa_beats_base_in_the_small_world():
     base, psa = sum(r["base"] for r in rows), sum(r["psa"] for r in rows)
     assert base <= 1, rows        # the base draws the forbidden concept
     assert psa >= len(rows) - 1, rows
+
+
+def test_the_trained_path_is_the_whole_unet():
+    """The base is trained through ``full_path_forward``; the saved UNet must compute the same."""
+    import torch
+
+    from training.comfy_host import import_comfy
+
+    import_comfy()
+    from toy_world import base_model
+
+    unet = base_model.new_unet(seed=3)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in base_model.trained_parameters(unet):
+            p.add_(torch.randn(p.shape, generator=gen) * 0.02)
+    x, c = torch.randn(2, 4, 8, 8, generator=gen), torch.randn(2, 77, 768, generator=gen)
+    t = torch.tensor([10.0, 700.0])
+    with torch.no_grad():
+        trained_path, whole = base_model.full_path_forward(unet, x, t, c), unet(x, t, c)
+    assert whole.abs().mean() > 1e-3
+    torch.testing.assert_close(trained_path, whole, rtol=1e-5, atol=1e-6)
