@@ -36,7 +36,7 @@ class WorldSize:
 
 
 SIZES = {
-    "full": WorldSize(base_steps=300, base_batch=8, dpo_steps=40, dpo_batch=2, users_per_combination=2),
+    "full": WorldSize(base_steps=120, base_batch=6, dpo_steps=12, dpo_batch=2, users_per_combination=1),
     "small": WorldSize(base_steps=150, base_batch=8, dpo_steps=20, dpo_batch=2, users_per_combination=1),
     "tiny": WorldSize(base_steps=2, base_batch=2, dpo_steps=1, dpo_batch=1, users_per_combination=1),  # plumbing
 }
