@@ -1,19 +1,19 @@
-"""Toy world smoke test: PSA beats the base on a few cases in the small world.
+"""Toy world smoke test: PSA beats the base on a few cases.
 
-The small world (docs/toy-world.md) is built once and cached under .cache/toy-world, keyed by a
-hash of the toy_world sources.
+It uses the main job's world (docs/toy-world.md), built once and cached under .cache/toy-world,
+keyed by a hash of the world's build sources: after `bash scripts/run_demo.sh` it is reused.
 """
 from __future__ import annotations
 
 from toy_world import concepts
 
 
-def test_psa_beats_base_in_the_small_world():
+def test_psa_beats_base_in_the_toy_world():
     from psa_model.profiles.profile import CATEGORIES
     from toy_world import evaluate, users as users_mod
     from toy_world.world import LLM_NAME, ensure_world
 
-    world = ensure_world("small")
+    world = ensure_world("full")
     host = evaluate.Host(world.models_dir, world.checkpoint, world.adapter)
     strict = users_mod.with_policy(users_mod.DEMO_USERS["strict"])
     assert set(strict.forbidden) == set(CATEGORIES)
