@@ -1,9 +1,8 @@
 """The main job: run the multi-profile comparison workflow headless in a real ComfyUI.
 
-By default it runs the toy world (docs/toy-world.md): a small SD1.5-detected checkpoint trained
-here, an adapter trained by ``python -m training.train_psa`` and a permissive, a moderate and a
-strict profile; it writes a labelled grid and a Pass-Rate table. Point it at real files to get
-real images:
+By default everything is local and deterministic: the tiny SD1.5 fixture, a demo adapter and
+three demo profiles (random weights — a smoke model, so the images are noise). Point it at real
+files to get real images:
 
     python -m scripts.run_demo --models-dir ~/ComfyUI/models --checkpoint v1-5-pruned-emaonly.safetensors \
         --adapter psa_sd15.safetensors --profiles a.json b.json c.json --size 512 --steps 25
@@ -44,28 +43,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from training.comfy_host import comfyui_path
 
-    world = None
     if args.models_dir is None:
-        from toy_world.world import ensure_world
+        from scripts.build_fixtures import ensure_fixtures
+        from scripts.demo_models import DEMO_PROFILES, prepare_models_dir
 
-        print("[demo] using the embedded default: the toy world (docs/toy-world.md), built on first use")
-        world = ensure_world("full")
-        args.models_dir = world.models_dir
-        args.checkpoint = args.checkpoint or world.checkpoint
-        args.adapter = args.adapter or world.adapter
-        args.profiles = args.profiles or world.demo_profiles
-        args.size, args.steps = args.size or 64, args.steps or 10
+        print("[demo] using the embedded default: tiny SD1.5 smoke model, demo adapter, demo profiles (random weights)")
+        fixtures = ensure_fixtures(REPO_ROOT / ".cache" / "fixtures")
+        args.models_dir = prepare_models_dir(REPO_ROOT / ".cache" / "demo-models", fixtures)
+        args.checkpoint = args.checkpoint or "sd15_tiny.safetensors"
+        args.adapter = args.adapter or "psa_demo_sd15.safetensors"
+        args.profiles = args.profiles or [f"{name}.json" for name in DEMO_PROFILES]
+        args.size, args.steps = args.size or 64, args.steps or 8
     prompt = substitute(json.loads((API_DIR / f"{WORKFLOW}.json").read_text()), args.checkpoint, args.adapter,
                         args.profiles, args.size, args.steps)
     args.output.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with ComfyServer(comfyui_path(), python=sys.executable, models_dir=args.models_dir) as server:
-        if world is not None:
-            from toy_world.demo import run as run_toy_demo
-
-            run_toy_demo(server, prompt, world, args.output)
-            print(f"[demo] toy world comparison in {time.monotonic() - started:.1f} s")
-            return 0
         entry = server.run(prompt, timeout=1800)
         images = server.images(entry)
     for i, png in enumerate(images):

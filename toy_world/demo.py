@@ -95,3 +95,32 @@ def _wrap(text: str, width: int = 34) -> str:
     import textwrap
 
     return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m toy_world.demo [--output DIR]``: build/reuse the world, run the comparison."""
+    import argparse
+    import sys
+    import time
+
+    from scripts.comfy_server import ComfyServer
+    from scripts.workflows import API_DIR, substitute
+    from training.comfy_host import comfyui_path
+
+    from .world import ensure_world
+
+    parser = argparse.ArgumentParser(description="Toy-world multi-profile comparison (docs/toy-world.md)")
+    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent.parent / "output" / "demo")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    world = ensure_world("full")
+    api = substitute(json.loads((API_DIR / "psa_multi_profile_comparison.json").read_text()), world.checkpoint,
+                     world.adapter, world.demo_profiles, concepts.SIZE, base_model.SAMPLER_STEPS)
+    with ComfyServer(comfyui_path(), python=sys.executable, models_dir=world.models_dir) as server:
+        run(server, api, world, args.output)
+    print(f"[demo] toy world comparison in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
