@@ -1,13 +1,24 @@
 """Toy world smoke test: PSA beats the base on a few cases.
 
-It uses the main job's world (docs/toy-world.md), built once and cached under .cache/toy-world,
-keyed by a hash of the world's build sources: after `bash scripts/run_demo.sh` it is reused.
+It uses a world already cached under .cache/toy-world (``small`` or ``full``, keyed by a hash of
+the world's build sources, docs/toy-world.md) and never builds one inside the suite (a build
+takes minutes): without a cached world for the current sources it is skipped.
 """
 from __future__ import annotations
 
 import pytest
 
 from toy_world import concepts
+
+
+def _cached_world(ensure_world):
+    from toy_world.world import REPO_ROOT, source_hash
+
+    for size in ("small", "full"):
+        if (REPO_ROOT / ".cache" / "toy-world" / f"{size}-{source_hash()}" / "world.json").is_file():
+            return ensure_world(size)
+    pytest.skip("no toy world cached for the current toy_world/ sources; build one with "
+                "`python -m toy_world.demo` (or toy_world.world.ensure_world('small')) first")
 
 
 @pytest.mark.xfail(reason="first full build: the base ignores the prompt in the host (docs/toy-world.md, Status)",
@@ -17,7 +28,7 @@ def test_psa_beats_base_in_the_toy_world():
     from toy_world import evaluate, users as users_mod
     from toy_world.world import LLM_NAME, ensure_world
 
-    world = ensure_world("full")
+    world = _cached_world(ensure_world)
     host = evaluate.Host(world.models_dir, world.checkpoint, world.adapter)
     strict = users_mod.with_policy(users_mod.DEMO_USERS["strict"])
     assert set(strict.forbidden) == set(CATEGORIES)
