@@ -33,6 +33,8 @@ TRAINED_OUTPUT = (11,)
 DIRECTION_STD = 1.0
 SAMPLER_STEPS = 10
 CFG = 2.0
+MAX_WEIGHT = 200.0  # cap on the σ_t² loss weight
+HIGH_T = 600  # half the training timesteps are drawn from [HIGH_T, 1000)
 
 
 def build_clip(seed: int):
@@ -182,13 +184,17 @@ def train_base(unet, conds: dict[str, torch.Tensor], latents: dict[tuple[str, bo
         if torch.rand(1, generator=gen).item() < 0.5:
             t = visit[torch.randint(len(visit), (batch,), generator=gen)]
         else:
-            t = torch.randint(0, 1000, (batch,), generator=gen).float()
+            # the prompt decides the picture only at high noise: put the other half there
+            t = torch.randint(HIGH_T, 1000, (batch,), generator=gen).float()
         a = alphas[t.long()].view(-1, 1, 1, 1)
         noise = torch.randn(x0.shape, generator=rng)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         switch.amounts = amounts
         pred = full_path_forward(unet, xt, t, torch.stack(ctx))
-        loss = F.mse_loss(pred, noise)
+        # eps-MSE weighted by σ_t² (floor 1): at high noise that is the x0 error the sampler's first
+        # steps make, where the prompt decides the picture (docs/toy-world.md, "Status")
+        w = ((1 - a) / a).clamp(min=1.0, max=MAX_WEIGHT).view(-1)
+        loss = ((pred - noise) ** 2).mean(dim=(1, 2, 3)).mul(w).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
