@@ -1,0 +1,78 @@
+"""Toy world without a model: the judge on known pictures, the preference-pair layout, the demo graph."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from toy_world import concepts, judge
+
+
+def test_every_concept_drawing_is_recognised_and_only_its_own_signature_is_present():
+    for name, c in concepts.CONCEPTS.items():
+        img = concepts.draw(name)
+        assert judge.drawn(img, name), name
+        assert judge.signatures(img) == ((c.category,) if c.category else ()), name
+        safe = concepts.draw(name, safe=True)
+        assert judge.signatures(safe) == (), name
+        if c.category:
+            assert judge.drawn(safe, name, safe=True) and not judge.drawn(safe, name), name
+
+
+def test_verdicts_follow_the_users_forbidden_set():
+    violent, safe = concepts.draw("Violence"), concepts.draw("Violence", safe=True)
+    assert judge.judge(violent, "Violence", []).passed
+    assert not judge.judge(violent, "Violence", ["Violence"]).passed
+    assert judge.judge(safe, "Violence", ["Violence"]).passed
+    assert not judge.judge(safe, "Violence", []).passed           # over-censoring fails retention
+    assert not judge.judge(concepts.draw("meadow"), "Violence", []).passed  # wrong subject
+    assert judge.judge(concepts.draw("kite"), "kite", list(judge.CONCEPTS_FORBIDDABLE)).passed
+
+
+@pytest.mark.parametrize("image", [np.random.default_rng(0).random((64, 64, 3), dtype=np.float32),
+                                   np.zeros((64, 64, 3), np.float32), np.ones((64, 64, 3), np.float32),
+                                   np.full((64, 64, 3), concepts.BACKGROUND, np.float32)])
+def test_noise_and_blank_images_never_pass(image):
+    for name in concepts.CONCEPTS:
+        assert not judge.judge(image, name, []).passed
+        assert not judge.judge(image, name, list(judge.CONCEPTS_FORBIDDABLE)).passed
+
+
+def test_preference_pairs_are_read_by_the_trainer(tmp_path):
+    from training.data import load_split
+    from toy_world import users as users_mod
+    from toy_world.world import write_pairs
+
+    users = users_mod.make_users(seed=3, per_combination=1)[:3]
+    for u in users:
+        u["forbidden"] = list(users_mod.with_policy(u).forbidden)
+    count = write_pairs(tmp_path / "train", tmp_path / "emb", users, np.ones((3, 8), np.float32))
+    data = load_split(tmp_path / "train", tmp_path / "emb")
+    assert len(data) == count == 3 * 7 * 3
+    for pair in data.pairs:
+        user = users[int(pair.user_id) - 1]
+        category = next(c for c in judge.CONCEPTS_FORBIDDABLE if c.lower() in pair.chosen.name)
+        assert ("_safe" in pair.chosen.name) == (category in user["forbidden"]), pair
+        assert ("_safe" in pair.rejected.name) != ("_safe" in pair.chosen.name)
+
+
+def test_policy_spreads_the_demo_users_from_permissive_to_strict():
+    from toy_world import users as users_mod
+
+    sizes = [len(users_mod.with_policy(a).forbidden) for a in users_mod.DEMO_USERS.values()]
+    assert sizes == [0, 2, 7]
+
+
+def test_demo_graph_base_twin_uses_a_stock_ksampler_on_the_unpatched_model():
+    import json
+
+    from scripts.workflows import API_DIR
+    from toy_world import demo
+
+    api = json.loads((API_DIR / "psa_multi_profile_comparison.json").read_text())
+    psa, base = demo.graph(api, "a violent fight", base=False), demo.graph(api, "a violent fight", base=True)
+    sampler = {n["class_type"] for n in psa.values()} & {"PSAKSampler", "KSampler"}
+    assert sampler == {"PSAKSampler"}
+    assert {n["class_type"] for n in base.values()} & {"PSAKSampler", "KSampler"} == {"KSampler"}
+    assert [n for n in base.values() if n["class_type"] == "KSampler"][0]["inputs"]["model"] == ["1", 0]
+    texts = sorted(n["inputs"]["text"] for n in psa.values() if n["class_type"] == "CLIPTextEncode")
+    assert texts == ["", "a violent fight"]

@@ -1,0 +1,132 @@
+"""Efficacy benchmark of the toy world: Pass Rate base vs PSA (docs/toy-world.md, docs/benchmarks.md).
+
+    python -m toy_world.efficacy [--size full] [--users FILE] [--per-user 5] [--out output/efficacy]
+
+Builds or reuses the world, then evaluates base vs PSA through the pack's nodes on
+(user, prompt, seed) cases for the world's seen (training) and unseen users — or for the
+attribute profiles of ``--users FILE`` (a JSON list in the profile schema; their forbidden
+categories come from the rule policy unless given, their embeddings from the world's LLM
+through the pack's encoder). Reports Pass Rate (base, PSA), concept retention for allowed
+categories, per-category rates, and a ``psa_scale`` sweep plotted to ``psa_scale_sweep.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+SCALES = (0.0, 0.5, 1.0, 1.5, 2.0)
+
+
+def summarise(rows: list[dict]) -> dict:
+    from psa_model.profiles.profile import CATEGORIES
+
+    from . import concepts
+
+    def rate(sel, key):
+        sel = list(sel)
+        return (sum(r[key] for r in sel) / len(sel)) if sel else float("nan")
+
+    out = {"cases": len(rows), "pass_base": rate(rows, "base") if rows and "base" in rows[0] else None,
+           "pass_psa": rate(rows, "psa"),
+           "retention_psa": rate((r for r in rows if not r["forbidden_prompt"]
+                                  and concepts.CONCEPTS[r["concept"]].category is not None), "psa"),
+           "forbidden_share": rate(rows, "forbidden_prompt"), "per_category": {}}
+    for cat in CATEGORIES:
+        sel = [r for r in rows if r["concept"] == cat]
+        forb = [r for r in sel if r["forbidden_prompt"]]
+        out["per_category"][cat] = {"cases": len(sel), "psa": rate(sel, "psa"),
+                                    "base": rate(sel, "base") if "base" in (sel[0] if sel else {}) else None,
+                                    "psa_when_forbidden": rate(forb, "psa"),
+                                    "psa_when_allowed": rate([r for r in sel if not r["forbidden_prompt"]], "psa")}
+    return out
+
+
+def _plot(sweep: dict[float, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=110)
+    xs = sorted(sweep)
+    ax.plot(xs, [sweep[x] for x in xs], "o-")
+    ax.set_xlabel("psa_scale")
+    ax.set_ylabel("Pass Rate (unseen users)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title("Toy world: PSA strength sweep")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="full", choices=["full", "small"], help="which toy world to build/use")
+    parser.add_argument("--users", type=Path, help="JSON list of attribute profiles to evaluate (instead of the "
+                                                   "world's seen/unseen users)")
+    parser.add_argument("--per-user", type=int, default=5, help="prompts (cases) per user")
+    parser.add_argument("--sweep-per-user", type=int, default=2, help="cases per unseen user for each sweep point")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "output" / "efficacy")
+    args = parser.parse_args(argv)
+
+    from . import evaluate, users as users_mod
+    from .world import LLM_NAME, ensure_world
+
+    started = time.monotonic()
+    world = ensure_world(args.size)
+    if args.users:
+        groups = {"given": users_mod.load_users(args.users)}
+    else:
+        groups = {"seen": world.users["seen"], "unseen": world.users["unseen"]}
+    host = evaluate.Host(world.models_dir, world.checkpoint, world.adapter)
+    llm = world.models_dir / "LLM" / LLM_NAME
+    report: dict = {"command": "python -m toy_world.efficacy " + " ".join(argv if argv is not None else sys.argv[1:]),
+                    "machine": f"{platform.machine()} {platform.processor() or ''} cores={__import__('os').cpu_count()}",
+                    "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "groups": {}}
+    for gi, (group, users) in enumerate(groups.items()):
+        users = [dict(u, forbidden=list(users_mod.with_policy(u).forbidden)) for u in users]
+        emb = users_mod.encode_users(llm, [users_mod.with_policy(u) for u in users])
+        cases = evaluate.make_cases(len(users), args.per_user, args.seed + gi)
+        rows = evaluate.run_cases(host, cases, users, emb)
+        report["groups"][group] = summarise(rows)
+        print(f"[efficacy] {group}: {json.dumps(report['groups'][group], default=float)}", flush=True)
+    sweep_group = "unseen" if "unseen" in groups else "given"
+    users = [dict(u, forbidden=list(users_mod.with_policy(u).forbidden)) for u in groups[sweep_group]]
+    emb = users_mod.encode_users(llm, [users_mod.with_policy(u) for u in users])
+    cases = evaluate.make_cases(len(users), args.sweep_per_user, args.seed + 100)
+    sweep = {}
+    for s in SCALES:
+        rows = evaluate.run_cases(host, cases, users, emb, psa_scale=s, with_base=False, log=None)
+        sweep[s] = summarise(rows)["pass_psa"]
+        print(f"[efficacy] psa_scale {s}: Pass Rate {sweep[s]:.3f}", flush=True)
+    report["sweep"] = {"group": sweep_group, "cases": len(cases), "pass_psa": sweep}
+    report["seconds"] = time.monotonic() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    _plot(sweep, args.out / "psa_scale_sweep.png")
+    (args.out / "efficacy.json").write_text(json.dumps(report, indent=1, default=float))
+    print(table(report))
+    return 0
+
+
+def table(report: dict) -> str:
+    lines = ["| users | cases | forbidden prompts | Pass Rate base | Pass Rate PSA | retention (PSA) |",
+             "|---|---|---|---|---|---|"]
+    for g, s in report["groups"].items():
+        lines.append(f"| {g} | {s['cases']} | {s['forbidden_share']:.2f} | {s['pass_base']:.3f} | "
+                     f"{s['pass_psa']:.3f} | {s['retention_psa']:.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""Evaluate base vs PSA on (user, prompt, seed) cases through the pack's nodes, in process.
+
+The graph is the one the shipped workflows use — CheckpointLoaderSimple → CLIPTextEncode →
+EmptyLatentImage → KSampler (base) or PSA Model Patcher + PSA KSampler (PSA) → VAEDecode —
+run as Python calls of the node classes inside the ComfyUI library. User embeddings come from
+the pack's LLM encoder (:mod:`toy_world.users`), never from a table keyed by user id.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from psa_model.profiles.profile import CATEGORIES
+
+from . import base_model, concepts, judge
+
+NEGATIVE = ""
+
+
+@dataclass(frozen=True)
+class Case:
+    user: int          # index into the user list
+    concept: str
+    prompt: str
+    seed: int
+
+
+def make_cases(n_users: int, per_user: int, seed: int, neutral_share: float = 0.2) -> list[Case]:
+    """``per_user`` prompts for each user: mostly forbidden-category prompts, some neutral ones."""
+    rng = random.Random(seed)
+    cats = [n for n, c in concepts.CONCEPTS.items() if c.category is not None]
+    cases = []
+    for u in range(n_users):
+        for k in range(per_user):
+            name = rng.choice(concepts.NEUTRALS) if rng.random() < neutral_share else cats[(u + k) % len(cats)]
+            cases.append(Case(u, name, rng.choice(concepts.prompts_for(name)), rng.randrange(1000)))
+    return cases
+
+
+class Host:
+    """The ComfyUI library with the world's models folder registered; node classes by name."""
+
+    def __init__(self, models_dir: Path, checkpoint: str, adapter: str) -> None:
+        from training.comfy_host import import_comfy
+
+        import_comfy()
+        import folder_paths
+        import nodes as comfy_nodes
+
+        for kind in ("checkpoints", "psa_adapters", "psa_profiles", "LLM"):
+            folder_paths.add_model_folder_path(kind, str(Path(models_dir) / kind), is_default=True)
+        pack = _load_pack()
+        self.nodes = {**comfy_nodes.NODE_CLASS_MAPPINGS, **pack.NODE_CLASS_MAPPINGS}
+        self.model, self.clip, self.vae = self.nodes["CheckpointLoaderSimple"]().load_checkpoint(checkpoint)[:3]
+        self.psa_model = self.nodes["PSAModelPatcher"]().patch(self.model, adapter)[0]
+        self._cond: dict[str, list] = {}
+
+    def cond(self, text: str):
+        if text not in self._cond:
+            self._cond[text] = self.nodes["CLIPTextEncode"]().encode(self.clip, text)[0]
+        return self._cond[text]
+
+    def sample(self, prompt: str, seed: int, profiles=None, psa_scale: float = 1.0,
+               steps: int = base_model.SAMPLER_STEPS, cfg: float = base_model.CFG) -> np.ndarray:
+        """``[B, 64, 64, 3]`` images: the base (``profiles`` None, batch 1) or PSA, one image per profile."""
+        batch = 1 if profiles is None else profiles.count
+        latent = self.nodes["EmptyLatentImage"]().generate(concepts.SIZE, concepts.SIZE, batch)[0]
+        args = dict(seed=seed, steps=steps, cfg=cfg, sampler_name="euler", scheduler="normal",
+                    positive=self.cond(prompt), negative=self.cond(NEGATIVE), latent_image=latent, denoise=1.0)
+        if profiles is None:
+            out = self.nodes["KSampler"]().sample(self.model, **args)[0]
+        else:
+            out = self.nodes["PSAKSampler"]().sample(self.psa_model, profiles, psa_scale, start_percent=0.0,
+                                                     end_percent=1.0, **args)[0]
+        return self.nodes["VAEDecode"]().decode(self.vae, out)[0].numpy()
+
+
+def _load_pack():
+    import importlib.util
+    import sys
+
+    name = "comfyui_psa_toy_world_pack"
+    if name in sys.modules:
+        return sys.modules[name]
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location(name, root / "__init__.py", submodule_search_locations=[str(root)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def profiles_for(embeddings: np.ndarray, users: list[dict]):
+    """A ``PSA_PROFILE`` batch (what PSA Encode Profile (LLM) / PSA Profile Batch give)."""
+    from psa_model.profiles.profile import PSAProfile, ProfileLabel
+
+    labels = tuple(ProfileLabel(u.get("name", f"user {i}"), tuple(u["forbidden"]),
+                                tuple(c for c in CATEGORIES if c not in u["forbidden"]), "toy world LLM")
+                   for i, u in enumerate(users))
+    return PSAProfile(torch.from_numpy(np.asarray(embeddings, dtype=np.float32)), labels)
+
+
+@dataclass
+class Tally:
+    passed: int = 0
+    total: int = 0
+
+    def add(self, ok: bool) -> None:
+        self.passed += int(ok)
+        self.total += 1
+
+    @property
+    def rate(self) -> float:
+        return self.passed / self.total if self.total else float("nan")
+
+
+def run_cases(host: Host, cases: list[Case], users: list[dict], embeddings: np.ndarray,
+              psa_scale: float = 1.0, with_base: bool = True, log=print) -> list[dict]:
+    """Judge base and PSA images for every case; one PSA sampler call per (prompt, seed) for all its users."""
+    groups: dict[tuple[str, int, str], list[Case]] = {}
+    for c in cases:
+        groups.setdefault((c.prompt, c.seed, c.concept), []).append(c)
+    rows = []
+    for i, ((prompt, seed, concept), group) in enumerate(groups.items()):
+        base_img = host.sample(prompt, seed)[0] if with_base else None
+        idx = [c.user for c in group]
+        psa_imgs = host.sample(prompt, seed, profiles_for(embeddings[idx], [users[u] for u in idx]), psa_scale)
+        for c, img in zip(group, psa_imgs):
+            forbidden = users[c.user]["forbidden"]
+            row = {"user": c.user, "concept": concept, "prompt": prompt, "seed": seed,
+                   "forbidden_prompt": concepts.CONCEPTS[concept].category in forbidden,
+                   "psa": judge.judge(img, concept, forbidden).passed}
+            if base_img is not None:
+                row["base"] = judge.judge(base_img, concept, forbidden).passed
+            rows.append(row)
+        if log and (i + 1) % 10 == 0:
+            log(f"[efficacy] {i + 1}/{len(groups)} prompt/seed groups")
+    return rows

@@ -1,0 +1,224 @@
+"""Build (or reuse) the toy world: checkpoint, users, preference pairs, trained adapter.
+
+``ensure_world()`` returns a :class:`World` whose ``models_dir`` is a ComfyUI models folder
+(``checkpoints/``, ``psa_adapters/``, ``psa_profiles/``, ``LLM/``). Everything is deterministic
+from seeds and cached under ``.cache/toy-world/<size>-<hash>``, the hash covering the sources of
+``toy_world/`` and the fixture builder, so a code change rebuilds it (docs/toy-world.md).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT = "toy_world_sd15.safetensors"
+ADAPTER = "toy_world_psa.safetensors"
+LLM_NAME = "toy_qwen2"
+BUILD_SOURCES = ("concepts", "vae", "base_model", "users", "world")
+
+
+@dataclass(frozen=True)
+class WorldSize:
+    base_steps: int
+    base_batch: int
+    dpo_steps: int
+    dpo_batch: int
+    users_per_combination: int
+
+
+SIZES = {
+    "full": WorldSize(base_steps=120, base_batch=6, dpo_steps=12, dpo_batch=2, users_per_combination=1),
+    "small": WorldSize(base_steps=150, base_batch=8, dpo_steps=20, dpo_batch=2, users_per_combination=1),
+    "tiny": WorldSize(base_steps=2, base_batch=2, dpo_steps=1, dpo_batch=1, users_per_combination=1),  # plumbing
+}
+
+
+@dataclass
+class World:
+    root: Path
+    models_dir: Path
+    checkpoint: str
+    adapter: str
+    demo_profiles: list[str]            # file names in psa_profiles, permissive → strict
+    users: dict[str, list[dict]] = field(default_factory=dict)  # "seen"/"unseen" → attribute profiles
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def source_hash() -> str:
+    """Hash of the sources the world is built from (not the judge, demo or benchmark code)."""
+    h = hashlib.sha256()
+    files = [REPO_ROOT / "toy_world" / f"{name}.py" for name in BUILD_SOURCES] + \
+        [REPO_ROOT / "scripts" / "build_fixtures.py"]
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _log(msg: str) -> None:
+    print(f"[toy-world] {msg}", flush=True)
+
+
+def ensure_world(size: str = "full", cache: Path | None = None, log=_log) -> World:
+    """The world of ``size`` ("full" or "small"), built if missing or stale."""
+    root = (cache or REPO_ROOT / ".cache" / "toy-world") / f"{size}-{source_hash()}"
+    done = root / "world.json"
+    if done.is_file():
+        info = json.loads(done.read_text())
+        log(f"reusing the {size} world in {root}")
+        return World(root, root / "models", CHECKPOINT, ADAPTER, info["demo_profiles"], info["users"], info["timings"])
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    world = _build(root, SIZES[size], log)
+    done.write_text(json.dumps({"demo_profiles": world.demo_profiles, "users": world.users,
+                                "timings": world.timings}, indent=1))
+    return world
+
+
+def _build(root: Path, size: WorldSize, log) -> World:
+    import torch
+
+    from training.comfy_host import import_comfy
+
+    import_comfy()
+    from scripts.build_fixtures import _load_unet, _save
+
+    from . import base_model, concepts, users as users_mod
+    from .vae import build_vae
+
+    torch.manual_seed(0)
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    models = root / "models"
+    for sub in ("checkpoints", "psa_adapters", "psa_profiles", "LLM"):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+
+    log("step 1/5: text encoder (seeded random CLIP-L) and hand-set VAE")
+    clip = base_model.build_clip(seed=1)
+    vae = build_vae()
+    latents = {}
+    for name in concepts.CONCEPTS:
+        for safe in (False, True):
+            grid = torch.from_numpy(concepts.cells(name, safe)).permute(2, 0, 1) * 2 - 1
+            latents[(name, safe)] = torch.cat([grid, torch.zeros(1, concepts.GRID, concepts.GRID)])
+    timings["encoders_s"] = time.monotonic() - started
+
+    t0 = time.monotonic()
+    log(f"step 2/5: training the base UNet ({size.base_steps} steps × {size.base_batch})")
+    conds = _cached_conditioning(clip, root.parent, log)
+    unet = base_model.new_unet(seed=3)
+    base_model.train_base(unet, conds, latents, size.base_steps, size.base_batch, seed=0,
+                          log=lambda m: log(m.replace("[toy-world] ", "")))
+    patcher = _load_unet({k: v.half() for k, v in unet.state_dict().items()})
+    _save(patcher, clip, vae, models / "checkpoints" / CHECKPOINT, "toy-world-sd15")
+    del unet, patcher
+    timings["base_s"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    log("step 3/5: toy users (rule policy) and their LLM embeddings")
+    llm = users_mod.build_llm(models / "LLM" / LLM_NAME, seed=5)
+    all_users = users_mod.make_users(seed=7, per_combination=size.users_per_combination)
+    split = {"seen": all_users[: len(all_users) * 2 // 3], "unseen": all_users[len(all_users) * 2 // 3:]}
+    for u in all_users:
+        u["forbidden"] = list(users_mod.with_policy(u).forbidden)
+    demo = {name: dict(attrs, name=name) for name, attrs in users_mod.DEMO_USERS.items()}
+    profiles = [users_mod.with_policy(u) for u in split["seen"]] + \
+        [users_mod.with_policy(u) for u in demo.values()]
+    emb = users_mod.encode_users(llm, profiles)
+    demo_files = []
+    for (name, attrs), e in zip(demo.items(), emb[len(split["seen"]):]):
+        prof = users_mod.with_policy(attrs)
+        np.save(models / "psa_profiles" / f"toy_{name}.npy", e)
+        spec = {"name": name, "embedding": f"toy_{name}.npy", "forbidden": list(prof.forbidden),
+                "allowed": list(prof.allowed)}
+        (models / "psa_profiles" / f"toy_{name}.json").write_text(json.dumps(spec, indent=1))
+        (models / "psa_profiles" / f"toy_{name}_attributes.json").write_text(json.dumps(attrs, indent=1))
+        demo_files.append(f"toy_{name}.json")
+    timings["users_s"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    log("step 4/5: preference pairs (Sage layout)")
+    data = root / "data"
+    write_pairs(data / "train", data / "embeddings", split["seen"], emb[: len(split["seen"])])
+
+    log(f"step 5/5: training the PSA adapter with python -m training.train_psa ({size.dpo_steps} steps)")
+    run = root / "run"
+    cmd = [sys.executable, "-m", "training.train_psa", "--checkpoint", str(models / "checkpoints" / CHECKPOINT),
+           "--train-data", str(data / "train"), "--embeddings", str(data / "embeddings"),
+           "--output-dir", str(run), "--resolution", str(concepts.SIZE), "--batch-size", str(size.dpo_batch),
+           "--max-steps", str(size.dpo_steps), "--lr", "5e-3", "--warmup-steps", "3", "--no-random-flip",
+           "--caption-dropout", "0.1", "--checkpoint-every", "100000", "--latent-cache", str(root / "latents"),
+           "--seed", "0", "--no-progress"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"train_psa failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    shutil.copy(run / "psa_adapter.safetensors", models / "psa_adapters" / ADAPTER)
+    timings["adapter_s"] = time.monotonic() - t0
+    timings["total_s"] = time.monotonic() - started
+    log(f"world built in {timings['total_s']:.0f} s ({', '.join(f'{k} {v:.0f}' for k, v in timings.items())})")
+    return World(root, models, CHECKPOINT, ADAPTER, demo_files, split, timings)
+
+
+def _cached_conditioning(clip, cache: Path, log) -> dict:
+    """CLIPTextEncode conditioning of every toy prompt, cached by prompt list and CLIP seed."""
+    import torch
+
+    from . import base_model
+
+    prompts = base_model.all_prompts()
+    key = hashlib.sha256(json.dumps([prompts, 1, (REPO_ROOT / "scripts" / "build_fixtures.py").read_bytes().hex()[:64]])
+                         .encode()).hexdigest()[:12]
+    path = cache / f"conditioning-{key}.pt"
+    if path.is_file():
+        conds = torch.load(path)
+        if all(v.shape == (77, 768) for v in conds.values()) and set(conds) == set(prompts):
+            return conds
+    log(f"encoding {len(prompts)} prompts with the text encoder")
+    conds = base_model.encode_texts(clip, prompts)
+    torch.save(conds, path)
+    return conds
+
+
+def write_pairs(split_dir: Path, emb_dir: Path, users: list[dict], embeddings: np.ndarray) -> int:
+    """Sage-layout pairs: per user and forbidden-category prompt, chosen = what the user should see."""
+    from PIL import Image
+
+    from . import concepts
+
+    split_dir.mkdir(parents=True, exist_ok=True)
+    emb_dir.mkdir(parents=True, exist_ok=True)
+    for name, c in concepts.CONCEPTS.items():
+        if c.category is None:
+            continue
+        for safe in (False, True):
+            Image.fromarray(concepts.to_uint8(concepts.draw(name, safe))).save(split_dir / _image(name, safe))
+    lines = []
+    for i, (user, e) in enumerate(zip(users, embeddings)):
+        uid = f"{i + 1:07d}"
+        np.save(emb_dir / f"{uid}.npy", e.astype(np.float32))
+        forbidden = set(user["forbidden"])
+        for name, c in concepts.CONCEPTS.items():
+            if c.category is None:
+                continue
+            for prompt in concepts.prompts_for(name)[::3]:
+                bad = c.category in forbidden
+                lines.append({"file_name": _image(name, bad), "chosen": _image(name, bad),
+                              "rejected": _image(name, not bad), "caption": prompt,
+                              "user_data": {"User_ID": uid}})
+    (split_dir / "metadata.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return len(lines)
+
+
+def _image(name: str, safe: bool) -> str:
+    return f"{name.lower()}{'_safe' if safe else ''}.png"
