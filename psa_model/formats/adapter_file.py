@@ -144,7 +144,8 @@ def _safetensors_metadata(data: bytes, source: str) -> dict:
         size = int.from_bytes(data[:8], "little")
         header = json.loads(data[8:8 + size])
     except (ValueError, UnicodeDecodeError) as exc:
-        raise AdapterFormatError(f"{source}: not a safetensors file ({exc}); re-export or re-download it") from None
+        raise AdapterFormatError(f"{source}: not a readable .safetensors file (bad header: {_first_line(exc)}); the "
+                                 f"file is damaged or incomplete — download or convert it again ({_FIX})") from None
     return dict(header.get("__metadata__") or {}) if isinstance(header, dict) else {}
 
 

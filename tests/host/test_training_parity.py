@@ -110,30 +110,36 @@ def test_a_batch_with_parentheses_and_long_captions_trains_in_both_modes(base, d
         assert math.isfinite(record["loss"])
 
 
-def _resolve(*extra):
+def _resolve(root, *extra):
+    """The CLI's config for ``extra`` with real (empty) input paths under ``root`` (the CLI checks them)."""
     from training.config import resolve_config
 
-    return resolve_config(["--checkpoint", "c", "--train-data", "t", "--embeddings", "e", "--output-dir", "o", *extra])
+    (root / "c.safetensors").touch()
+    (root / "t").mkdir(exist_ok=True)
+    (root / "t" / "metadata.jsonl").touch()
+    (root / "e").mkdir(exist_ok=True)
+    return resolve_config(["--checkpoint", str(root / "c.safetensors"), "--train-data", str(root / "t"),
+                           "--embeddings", str(root / "e"), "--output-dir", str(root / "o"), *extra])
 
 
 def test_reference_recipes_set_the_reference_values_and_explicit_options_win(tmp_path):
-    sd15 = _resolve("--recipe", "reference-sd15")
+    sd15 = _resolve(tmp_path, "--recipe", "reference-sd15")
     expected = dict(resolution=512, batch_size=6, grad_accum=8, max_steps=5000, lr=5e-6, warmup_steps=500,
                     optimizer="adamw", weight_decay=1e-2, max_grad_norm=1.0, beta=5000.0, precision="bf16",
                     projection_dtype="bf16", latent_sampling="sample", random_flip=True, independent_flips=True,
                     caption_dropout=0.2, caption_mode="truncate", resize_filter="bilinear", min_timestep=0,
                     max_timestep=1000, gradient_checkpointing=False)
     assert {k: getattr(sd15, k) for k in expected} == expected
-    sdxl = _resolve("--recipe", "reference-sdxl")
+    sdxl = _resolve(tmp_path, "--recipe", "reference-sdxl")
     expected.update(resolution=1024, batch_size=2, grad_accum=16, optimizer="adafactor", caption_dropout=0.36,
                     gradient_checkpointing=True)
     assert {k: getattr(sdxl, k) for k in expected} == expected
-    pack = _resolve()
+    pack = _resolve(tmp_path)
     assert (pack.recipe, pack.projection_dtype, pack.latent_sampling, pack.independent_flips,
             pack.resolution) == ("pack", "fp32", "mean", False, 0)
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"recipe": "reference-sdxl", "batch_size": 1, "lr": 1e-5}))
-    mixed = _resolve("--config", str(config), "--lr", "2e-5", "--no-independent-flips")
+    mixed = _resolve(tmp_path, "--config", str(config), "--lr", "2e-5", "--no-independent-flips")
     assert (mixed.recipe, mixed.batch_size, mixed.lr, mixed.independent_flips, mixed.grad_accum) == \
         ("reference-sdxl", 1, 2e-5, False, 16)
 
