@@ -58,8 +58,10 @@ def run_one(name: str, quick: bool, work: Path) -> dict:
         return bench_scaling(quick)
     if name == "training":
         from .training import bench_latent_cache, bench_memory_and_time
+        cache = (dict(unet="tiny", captions=2, warmup_steps=1, resolution=128) if quick
+                 else dict(unet="full", captions=2, warmup_steps=1))
         return {"step": bench_memory_and_time(steps=2 if quick else 5, repeats=1, malloc="trainer"),
-                "latent_cache": [bench_latent_cache(work / "training", "tiny")]}
+                "latent_cache": [bench_latent_cache(work / "training", **cache)]}
     if name == "gpu":
         import torch
         if not torch.cuda.is_available():
@@ -77,7 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=REPO_ROOT / ".cache" / "benchmarks",
                         help="scratch folder (adapter files, tiny LLM, server, training data)")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch threads here and in the server / worker processes (default: torch's, one per "
+                             "core). On a machine another job keeps busy, use fewer than the cores: a parallel "
+                             "step waits for its slowest thread (docs/benchmarks.md, Method)")
     args = parser.parse_args(argv)
+    if args.threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # inherited by the server and training workers
+            os.environ[var] = str(args.threads)
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     from training.allocator import keep_freed_memory
     from training.comfy_host import import_comfy

@@ -27,26 +27,45 @@ def tables(report: dict) -> str:
                        f"{c['setup_share_of_stock_sample']:.4f} |")
         out.append("")
     if "scaling" in res and "grid" in res["scaling"]:
-        out += [f"#### 2. Scaling ({res['scaling']['model']}, {res['scaling']['steps']} steps, cfg 7)", "",
-                "| batch | latent | stock s/step | PSA T=1 / stock | reference-style T=1 / stock |", "|---|---|---|---|---|"]
-        for g in res["scaling"]["grid"]:
-            out.append(f"| {g['batch']} | {g['latent']} | {g['stock']['median_s']:.3f} | {_r(g['psa_t1'])} | "
-                       f"{_r(g['reference_style_t1'])} |")
+        sc = res["scaling"]
+        out += [f"#### 2. Scaling ({sc['model']}, cfg 7)", "",
+                "| batch | latent | steps (pairs) | stock s/call | PSA T=1 / stock | reference-style T=1 / stock |",
+                "|---|---|---|---|---|---|"]
+        for g in sc["grid"]:
+            out.append(f"| {g['batch']} | {g['latent']} | {g.get('steps', 6)} ({g['stock']['pairs']}) | "
+                       f"{g['stock']['median_s']:.3f} | {_r(g['psa_t1'])} | {_r(g['reference_style_t1'])} |")
+        for c in sc.get("skipped", []):
+            out.append(f"| {c['batch']} | {c['latent']} | skipped | predicted {c['predicted_s_for_4_steps']} s "
+                       f"for 4 steps > cap {sc.get('cell_cap_s')} s | — | — |")
         out.append("")
     if "many_users" in res and "timings" in res["many_users"]:
         m = res["many_users"]
         t = m["timings"]
         out += ["#### 3. Many users, one batch", "",
-                "| model | latent | steps | 4 sequential runs s | 1 batch of 4 s | batched / sequential |", "|---|---|---|---|---|---|",
+                "| model | latent | steps | 4 sequential runs s | 1 batch of 4 s | batched / sequential | fixed share of a "
+                "batch-1 run |", "|---|---|---|---|---|---|---|",
                 f"| {m['model']} | {m['latent']} | {m['steps']} | {t['sequential_4x1']['median_s']:.2f} | "
-                f"{t['batched_1x4']['median_s']:.2f} | {_r(t['batched_1x4'])} |", ""]
+                f"{t['batched_1x4']['median_s']:.2f} | {_r(t['batched_1x4'])} | {m.get('fixed_share_of_batch1_run', '—')} |",
+                ""]
+        if m.get("batching_gain_per_call"):
+            out += ["Per model call (UNet alone): t(batch 4) / (4 · t(batch 1)), stock vs PSA.", "",
+                    "| latent | stock s (b1 / b4) | PSA s (b1 / b4) | stock ratio | PSA ratio |", "|---|---|---|---|---|"]
+            for g in m["batching_gain_per_call"]:
+                out.append(f"| {g['latent']} | {g['batch1_s']['stock']} / {g['batch4_s']['stock']} | "
+                           f"{g['batch1_s']['psa_t1']} / {g['batch4_s']['psa_t1']} | {g['call_ratio']['stock']} | "
+                           f"{g['call_ratio']['psa_t1']} |")
+            out.append("")
     if "profile_switch" in res and "ratio" in res["profile_switch"]:
         p = res["profile_switch"]
+        req = p.get("requested_to_load_lines_per_run", {})
         out += ["#### 4. Profile switch on a live server", "",
-                "| B after A s | A after B s | A after A s | (B after A) / (A after A) | model loads after warm-up |",
-                "|---|---|---|---|---|",
+                "| B after A s | A after B s | A after A s | stock KSampler s | (B after A) / (A after A) | "
+                "PSA rerun / stock | 'Requested to load' per run (B→A, A→A, stock) | weight loads after warm-up |",
+                "|---|---|---|---|---|---|---|---|",
                 f"| {p['median_s']['B_after_A']} | {p['median_s']['A_after_B']} | {p['median_s']['A_after_A']} | "
-                f"{p['ratio']:.3f} ({p['ratio_q1_q3'][0]:.3f}–{p['ratio_q1_q3'][1]:.3f}) | {p['model_loads_after_warmup']} |", ""]
+                f"{p['median_s'].get('stock', '—')} | {p['ratio']:.3f} ({p['ratio_q1_q3'][0]:.3f}–{p['ratio_q1_q3'][1]:.3f}) | "
+                f"{p.get('psa_rerun_over_stock', '—')} | {req.get('B_after_A', '—')}, {req.get('A_after_A', '—')}, "
+                f"{req.get('stock', '—')} | {p.get('weight_loads_after_warmup', p.get('model_loads_after_warmup'))} |", ""]
     if "adapter_load" in res and "cases" in res["adapter_load"]:
         out += ["#### 5. Adapter load + patch", "",
                 "| adapter | format | file MB | load + patch s (quartiles) | read-only floor s | ratio to floor | target |",

@@ -40,24 +40,28 @@ def render(report: dict, out: Path) -> list[Path]:
         plt.close(fig)
     scaling = results.get("scaling", {})
     if scaling.get("grid"):
-        fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=100, sharey=True)
+        fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), dpi=100, sharey=True)
         sizes = sorted({g["latent"] for g in scaling["grid"]})
-        batches = sorted({g["batch"] for g in scaling["grid"]})
         for ax, variant in zip(axes, ("psa_t1", "reference_style_t1")):
-            for batch in batches:
-                rows = sorted((g for g in scaling["grid"] if g["batch"] == batch), key=lambda g: g["latent"])
+            for size in sizes:
+                rows = sorted((g for g in scaling["grid"] if g["latent"] == size), key=lambda g: g["batch"])
                 vals = [_errorbar(g[variant]) for g in rows]
-                ax.errorbar([g["latent"] for g in rows], [v[0] for v in vals],
-                            yerr=[[v[1] for v in vals], [v[2] for v in vals]], marker="o", capsize=3,
-                            label=f"batch {batch}")
+                xs = [g["stock"]["median_s"] for g in rows]
+                ax.errorbar(xs, [v[0] for v in vals], yerr=[[v[1] for v in vals], [v[2] for v in vals]], marker="o",
+                            capsize=3, label=f"latent {size}×{size}")
+                for x, v, g in zip(xs, vals, rows):
+                    ax.annotate(f"b{g['batch']}", (x, v[0]), textcoords="offset points", xytext=(3, 3), fontsize=6)
             ax.axhline(1.0, color="k", lw=0.8)
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(sizes, [str(s) for s in sizes])
-            ax.set_xlabel("latent size")
+            if variant == "psa_t1":
+                ax.axhline(1.02, color="r", lw=0.8, ls="--", label="target 1.02")
+            ax.set_xscale("log")
+            ax.set_xlabel("stock seconds per model call (work)")
             ax.set_title(f"{variant} / stock", fontsize=10)
         axes[0].set_ylabel("step time ratio (median, IQR)")
         axes[0].legend(fontsize=7)
-        fig.suptitle(f"Scaling ({scaling['model']})", fontsize=9)
+        skipped = ", ".join(f"b{c['batch']}@{c['latent']}" for c in scaling.get("skipped", []))
+        fig.suptitle(f"Scaling ({scaling['model']})" + (f"; skipped (over budget): {skipped}" if skipped else ""),
+                     fontsize=8)
         fig.tight_layout()
         written.append(_save(fig, out / "sampling_scaling.png"))
         plt.close(fig)

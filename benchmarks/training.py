@@ -195,12 +195,15 @@ def bench_memory_and_time(steps: int, repeats: int = 2, malloc: str = "trainer")
             "step_time_ratio_quartiles": [round(q, 3) for q in statistics.quantiles(paired, n=4)[::2]]}
 
 
-def bench_latent_cache(work: Path, unet: str) -> dict:
+def bench_latent_cache(work: Path, unet: str, captions: int = 6, warmup_steps: int | None = None,
+                       resolution: int | None = None) -> dict:
     """Epoch times without and with the latent cache, through the trainer (DPO, batch 2, fp32).
 
     ``unet="full"``: the full-size SD1.5-shaped UNet at 128 px (16×16 latents, as above);
-    ``unet="tiny"``: the tiny SD1.5 fixture's UNet at 256 px. Both use the fixture's VAE, which
-    has the real SD VAE shape (ch 128, ch_mult 1-2-4-4), so encoding costs what it costs in SD1.5.
+    ``unet="tiny"``: the tiny SD1.5 fixture's UNet at 256 px (``resolution`` overrides either).
+    Both use the fixture's VAE, which has the real SD VAE shape (ch 128, ch_mult 1-2-4-4), so
+    encoding costs what it costs in SD1.5. An epoch is ``2 × captions`` pairs (two users), in
+    steps of 2 pairs; the untimed warm-up runs ``warmup_steps`` steps (default: one epoch).
     The speed-up cannot exceed (encode + step) / step: the cache removes the encode only.
     """
     from training.allocator import keep_freed_memory
@@ -216,33 +219,32 @@ def bench_latent_cache(work: Path, unet: str) -> dict:
 
     fixture = ensure_fixtures(REPO_ROOT / ".cache" / "fixtures")["sd15_tiny.safetensors"]
     base = load_base(fixture)
-    resolution = 256
     if unet == "full":
         base = BaseModel(model=_full_size_model(), clip=base.clip, vae=base.vae, arch="sd15")
-        resolution = 128
-    work = work / unet
-    data = generate(work / "data", users=2, val_users=1, captions=6, val_captions=1, categories=1,
+    resolution = resolution or (128 if unet == "full" else 256)
+    work = work / f"{unet}_{resolution}_{captions}"
+    data = generate(work / "data", users=2, val_users=1, captions=captions, val_captions=1, categories=1,
                     image_size=resolution)
-    pairs, batch = 2 * 6, 2
+    pairs, batch = 2 * captions, 2
 
-    def epoch_seconds(cache: str | None, tag: str) -> float:
+    def epoch_seconds(cache: str | None, tag: str, steps: int | None = None) -> float:
         cfg = TrainConfig(checkpoint=str(fixture), train_data=str(data["train"]), embeddings=str(data["embeddings"]),
                           output_dir=str(work / tag), resolution=resolution, batch_size=batch,
-                          max_steps=pairs // batch, lr=1e-5, warmup_steps=0, checkpoint_every=0, validate_every=0,
+                          max_steps=steps or pairs // batch, lr=1e-5, warmup_steps=0, checkpoint_every=0, validate_every=0,
                           progress=False, latent_cache=cache or "", random_flip=False)
         trainer = Trainer(cfg, base=base)
         started = time.perf_counter()
         trainer.train()
         return time.perf_counter() - started
 
-    epoch_seconds(None, "warmup")  # text-encoder cache and allocator warm-up, not measured
+    epoch_seconds(None, "warmup", warmup_steps)  # allocator and first-call warm-up, not measured
     uncached = epoch_seconds(None, "nocache")
     cache = work / "latents"
     if cache.exists():
         shutil.rmtree(cache)
     first = epoch_seconds(str(cache), "cache1")
     second = epoch_seconds(str(cache), "cache2")
-    return {"unet": unet, "resolution": resolution, "pairs": pairs, "epoch_without_cache_s": round(uncached, 2),
+    return {"unet": unet, "resolution": resolution, "pairs": pairs, "steps_per_epoch": pairs // batch, "epoch_without_cache_s": round(uncached, 2),
             "first_cached_epoch_s": round(first, 2), "second_cached_epoch_s": round(second, 2),
             "encode_share_of_uncached_epoch": round((uncached - second) / uncached, 3),
             "speedup": round(uncached / second, 2)}
