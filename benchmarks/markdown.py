@@ -33,10 +33,11 @@ def tables(report: dict) -> str:
                 "|---|---|---|---|---|---|"]
         for g in sc["grid"]:
             out.append(f"| {g['batch']} | {g['latent']} | {g.get('steps', 6)} ({g['stock']['pairs']}) | "
-                       f"{g['stock']['median_s']:.3f} | {_r(g['psa_t1'])} | {_r(g['reference_style_t1'])} |")
+                       f"{g['stock']['median_s']:.3f} | {_r(g['psa_t1'])} | "
+                       f"{_r(g['reference_style_t1']) if 'reference_style_t1' in g else 'not run (cell cap)'} |")
         for c in sc.get("skipped", []):
             out.append(f"| {c['batch']} | {c['latent']} | skipped | predicted {c['predicted_s_for_4_steps']} s "
-                       f"for 4 steps > cap {sc.get('cell_cap_s')} s | — | — |")
+                       f"for 4 steps of stock + PSA > cap {sc.get('cell_cap_s')} s | — | — |")
         out.append("")
     if "many_users" in res and "timings" in res["many_users"]:
         m = res["many_users"]

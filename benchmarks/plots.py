@@ -44,7 +44,10 @@ def render(report: dict, out: Path) -> list[Path]:
         sizes = sorted({g["latent"] for g in scaling["grid"]})
         for ax, variant in zip(axes, ("psa_t1", "reference_style_t1")):
             for size in sizes:
-                rows = sorted((g for g in scaling["grid"] if g["latent"] == size), key=lambda g: g["batch"])
+                rows = sorted((g for g in scaling["grid"] if g["latent"] == size and variant in g),
+                              key=lambda g: g["batch"])
+                if not rows:
+                    continue
                 vals = [_errorbar(g[variant]) for g in rows]
                 xs = [g["stock"]["median_s"] for g in rows]
                 ax.errorbar(xs, [v[0] for v in vals], yerr=[[v[1] for v in vals], [v[2] for v in vals]], marker="o",
