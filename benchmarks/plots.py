@@ -32,8 +32,8 @@ def render(report: dict, out: Path) -> list[Path]:
         ax.set_xticks(range(len(cases)), [f"{c['model']}\n{c['latent']}×{c['latent']} latent" for c in cases],
                       fontsize=8)
         ax.set_ylabel("step time / stock (median, IQR)")
-        ax.set_ylim(bottom=min(0.9, ax.get_ylim()[0]))
-        ax.legend(fontsize=7)
+        ax.set_ylim(0.9, max(1.15, ax.get_ylim()[1]))  # ratios near 1: bars from 0 would hide them
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
         ax.set_title("Sampling overhead per step (KSampler, cfg 7)", fontsize=10)
         fig.tight_layout()
         written.append(_save(fig, out / "sampling_overhead.png"))
