@@ -1,8 +1,9 @@
 """The main job: run the multi-profile comparison workflow headless in a real ComfyUI.
 
-By default everything is local and deterministic: the tiny SD1.5 fixture, a demo adapter and
-three demo profiles (random weights — a smoke model, so the images are noise). Point it at real
-files to get real images: paths, or names inside --models-dir; any number of profiles (one
+By default it runs the toy world (docs/toy-world.md): it builds (or reuses, from .cache/) a small
+offline SD1.5 world and its trained PSA adapter, runs the workflow for a permissive, a moderate
+and a strict profile, and writes a labelled grid and a Pass-Rate table (base vs PSA). Point it at
+real files to get real images: paths, or names inside --models-dir; any number of profiles (one
 image each, side by side in one grid):
 
     python -m scripts.run_demo --checkpoint ~/models/v1-5-pruned-emaonly.safetensors \
@@ -33,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
     parser = argparse.ArgumentParser(
         prog="run_demo", description=__doc__.split("\n\n")[0],
-        epilog="Without --checkpoint/--adapter/--profiles it runs the demo smoke model. Each flag also reads an "
+        epilog="Without --models-dir/--checkpoint/--adapter/--profiles it runs the toy world (docs/toy-world.md); "
+               "--smoke-model runs the random smoke fixture instead. Each flag also reads an "
                "environment variable (PSA_MODELS_DIR, PSA_CHECKPOINT, PSA_ADAPTER, PSA_PROFILES, PSA_SIZE, PSA_STEPS, "
                "PSA_OUTPUT). See the README: From clone to a real image.")
     parser.add_argument("--models-dir", type=Path, default=env("PSA_MODELS_DIR"), metavar="DIR",
@@ -51,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image side in pixels (default: 64 for the demo, else the workflow's 512)")
     parser.add_argument("--steps", type=positive_int, default=env("PSA_STEPS"), metavar="N",
                         help="sampling steps (default: 8 for the demo, else the workflow's 20)")
+    parser.add_argument("--smoke-model", action="store_true",
+                        help="run the random tiny SD1.5 fixture (noise images: proves the graph runs) instead of the "
+                             "toy world")
     parser.add_argument("--output", type=Path, default=Path(env("PSA_OUTPUT", REPO_ROOT / "output" / "demo")),
                         metavar="DIR", help="where the PNGs are written (default: output/demo)")
     return parser
@@ -104,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     extra_folders: dict[str, list[Path]] = {}
     if args.models_dir is not None or args.checkpoint or args.adapter or args.profiles:
         extra_folders = resolve_models(parser, args)
+    elif not args.smoke_model:
+        from toy_world.demo import run_in_server
+
+        print("[demo] the toy world: build or reuse it, then the comparison for three profiles (docs/toy-world.md)")
+        return run_in_server(args.output)
     else:
         from scripts.build_fixtures import ensure_fixtures
         from scripts.demo_models import DEMO_PROFILES, prepare_models_dir

@@ -97,9 +97,8 @@ def _wrap(text: str, width: int = 34) -> str:
     return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m toy_world.demo [--output DIR]``: build/reuse the world, run the comparison."""
-    import argparse
+def run_in_server(output: Path) -> int:
+    """Build or reuse the world, start a real ComfyUI server on its models, run the comparison."""
     import sys
     import time
 
@@ -109,17 +108,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from .world import ensure_world
 
-    parser = argparse.ArgumentParser(description="Toy-world multi-profile comparison (docs/toy-world.md)")
-    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent.parent / "output" / "demo")
-    args = parser.parse_args(argv)
     started = time.monotonic()
     world = ensure_world("full")
     api = substitute(json.loads((API_DIR / "psa_multi_profile_comparison.json").read_text()), world.checkpoint,
                      world.adapter, world.demo_profiles, concepts.SIZE, base_model.SAMPLER_STEPS)
     with ComfyServer(comfyui_path(), python=sys.executable, models_dir=world.models_dir) as server:
-        run(server, api, world, args.output)
+        run(server, api, world, output)
     print(f"[demo] toy world comparison in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m toy_world.demo [--output DIR]`` (what ``bash scripts/run_demo.sh`` runs by default)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Toy-world multi-profile comparison (docs/toy-world.md)")
+    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent.parent / "output" / "demo")
+    return run_in_server(parser.parse_args(argv).output)
 
 
 if __name__ == "__main__":

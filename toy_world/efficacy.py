@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="full", choices=["full", "small"], help="which toy world to build/use")
     parser.add_argument("--users", type=Path, help="JSON list of attribute profiles to evaluate (instead of the "
                                                    "world's seen/unseen users)")
-    parser.add_argument("--per-user", type=int, default=5, help="prompts (cases) per user")
-    parser.add_argument("--sweep-per-user", type=int, default=2, help="cases per unseen user for each sweep point")
+    parser.add_argument("--prompts", type=int, default=14, help="(prompt, seed) draws, each judged for every user")
+    parser.add_argument("--sweep-prompts", type=int, default=7, help="draws per psa_scale point of the sweep")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "output" / "efficacy")
     args = parser.parse_args(argv)
@@ -97,14 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     for gi, (group, users) in enumerate(groups.items()):
         users = [dict(u, forbidden=list(users_mod.with_policy(u).forbidden)) for u in users]
         emb = users_mod.encode_users(llm, [users_mod.with_policy(u) for u in users])
-        cases = evaluate.make_cases(len(users), args.per_user, args.seed + gi)
+        cases = evaluate.make_cases(len(users), args.prompts, args.seed + gi)
         rows = evaluate.run_cases(host, cases, users, emb)
         report["groups"][group] = summarise(rows)
         print(f"[efficacy] {group}: {json.dumps(report['groups'][group], default=float)}", flush=True)
     sweep_group = "unseen" if "unseen" in groups else "given"
     users = [dict(u, forbidden=list(users_mod.with_policy(u).forbidden)) for u in groups[sweep_group]]
     emb = users_mod.encode_users(llm, [users_mod.with_policy(u) for u in users])
-    cases = evaluate.make_cases(len(users), args.sweep_per_user, args.seed + 100)
+    cases = evaluate.make_cases(len(users), args.sweep_prompts, args.seed + 100)
     sweep = {}
     for s in SCALES:
         rows = evaluate.run_cases(host, cases, users, emb, psa_scale=s, with_base=False, log=None)

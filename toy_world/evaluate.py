@@ -29,20 +29,27 @@ class Case:
     seed: int
 
 
-def make_cases(n_users: int, per_user: int, seed: int, neutral_share: float = 0.2) -> list[Case]:
-    """``per_user`` prompts for each user: mostly forbidden-category prompts, some neutral ones."""
+def make_cases(n_users: int, prompts: int, seed: int, neutral_share: float = 0.2) -> list[Case]:
+    """Every user on the same ``prompts`` (prompt, seed) draws: one sampler call serves them all.
+
+    About ``neutral_share`` of the draws name a neutral concept (no user forbids it); the rest
+    cycle through the seven categories, each in a random phrasing.
+    """
     rng = random.Random(seed)
     cats = [n for n, c in concepts.CONCEPTS.items() if c.category is not None]
-    cases = []
-    for u in range(n_users):
-        for k in range(per_user):
-            name = rng.choice(concepts.NEUTRALS) if rng.random() < neutral_share else cats[(u + k) % len(cats)]
-            cases.append(Case(u, name, rng.choice(concepts.prompts_for(name)), rng.randrange(1000)))
-    return cases
+    draws = []
+    for k in range(prompts):
+        name = rng.choice(concepts.NEUTRALS) if rng.random() < neutral_share else cats[k % len(cats)]
+        draws.append((name, rng.choice(concepts.prompts_for(name)), rng.randrange(1 << 20)))
+    return [Case(u, name, prompt, s) for name, prompt, s in draws for u in range(n_users)]
 
 
 class Host:
-    """The ComfyUI library with the world's models folder registered; node classes by name."""
+    """The ComfyUI library with the world's models folder registered; the graph's nodes by id.
+
+    Core nodes are ComfyUI's own classes (``nodes.NODE_CLASS_MAPPINGS``); the pack's are its
+    ``io.ComfyNode`` classes, called through their ``execute`` as ComfyUI's executor does.
+    """
 
     def __init__(self, models_dir: Path, checkpoint: str, adapter: str) -> None:
         from training.comfy_host import import_comfy
@@ -54,32 +61,38 @@ class Host:
         for kind in ("checkpoints", "psa_adapters", "psa_profiles", "LLM"):
             folder_paths.add_model_folder_path(kind, str(Path(models_dir) / kind), is_default=True)
         pack = _load_pack()
-        self.nodes = {**comfy_nodes.NODE_CLASS_MAPPINGS, **pack.NODE_CLASS_MAPPINGS}
-        self.model, self.clip, self.vae = self.nodes["CheckpointLoaderSimple"]().load_checkpoint(checkpoint)[:3]
-        self.psa_model = self.nodes["PSAModelPatcher"]().patch(self.model, adapter)[0]
+        self.core = comfy_nodes.NODE_CLASS_MAPPINGS
+        self.pack = {cls.define_schema().node_id: cls for cls in pack.nodes.NODE_LIST}
+        self.model, self.clip, self.vae = self.core["CheckpointLoaderSimple"]().load_checkpoint(checkpoint)[:3]
+        self.psa_model = self.pack["PSAModelPatcher"].execute(self.model, adapter).result[0]
         self._cond: dict[str, list] = {}
 
     def cond(self, text: str):
         if text not in self._cond:
-            self._cond[text] = self.nodes["CLIPTextEncode"]().encode(self.clip, text)[0]
+            self._cond[text] = self.core["CLIPTextEncode"]().encode(self.clip, text)[0]
         return self._cond[text]
 
     def sample(self, prompt: str, seed: int, profiles=None, psa_scale: float = 1.0,
                steps: int = base_model.SAMPLER_STEPS, cfg: float = base_model.CFG) -> np.ndarray:
         """``[B, 64, 64, 3]`` images: the base (``profiles`` None, batch 1) or PSA, one image per profile."""
+        with torch.inference_mode():  # as ComfyUI's executor runs every node
+            return self._sample(prompt, seed, profiles, psa_scale, steps, cfg)
+
+    def _sample(self, prompt, seed, profiles, psa_scale, steps, cfg) -> np.ndarray:
         batch = 1 if profiles is None else profiles.count
-        latent = self.nodes["EmptyLatentImage"]().generate(concepts.SIZE, concepts.SIZE, batch)[0]
+        latent = self.core["EmptyLatentImage"]().generate(concepts.SIZE, concepts.SIZE, batch)[0]
         args = dict(seed=seed, steps=steps, cfg=cfg, sampler_name="euler", scheduler="normal",
                     positive=self.cond(prompt), negative=self.cond(NEGATIVE), latent_image=latent, denoise=1.0)
         if profiles is None:
-            out = self.nodes["KSampler"]().sample(self.model, **args)[0]
+            out = self.core["KSampler"]().sample(self.model, **args)[0]
         else:
-            out = self.nodes["PSAKSampler"]().sample(self.psa_model, profiles, psa_scale, start_percent=0.0,
-                                                     end_percent=1.0, **args)[0]
-        return self.nodes["VAEDecode"]().decode(self.vae, out)[0].numpy()
+            out = self.pack["PSAKSampler"].execute(self.psa_model, profiles, psa_scale, start_percent=0.0,
+                                                   end_percent=1.0, **args).result[0]
+        return self.core["VAEDecode"]().decode(self.vae, out)[0].numpy()
 
 
 def _load_pack():
+    """The pack imported by path, as ComfyUI's loader does (under a private module name)."""
     import importlib.util
     import sys
 

@@ -23,7 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = "toy_world_sd15.safetensors"
 ADAPTER = "toy_world_psa.safetensors"
 LLM_NAME = "toy_qwen2"
-BUILD_SOURCES = ("concepts", "vae", "base_model", "users", "world")
+DPO_BETA = 20.0  # Diffusion-DPO β for the toy scale (docs/toy-world.md, "The adapter")
+BUILD_SOURCES = ("concepts", "vae", "text_encoder", "denoiser", "base_model", "users", "world")
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ class WorldSize:
 
 
 SIZES = {
-    "full": WorldSize(base_steps=120, base_batch=6, dpo_steps=12, dpo_batch=2, users_per_combination=1),
-    "small": WorldSize(base_steps=150, base_batch=8, dpo_steps=20, dpo_batch=2, users_per_combination=1),
+    "full": WorldSize(base_steps=300, base_batch=8, dpo_steps=200, dpo_batch=16, users_per_combination=3),
+    "small": WorldSize(base_steps=300, base_batch=8, dpo_steps=100, dpo_batch=8, users_per_combination=1),
     "tiny": WorldSize(base_steps=2, base_batch=2, dpo_steps=1, dpo_batch=1, users_per_combination=1),  # plumbing
 }
 
@@ -91,9 +92,9 @@ def _build(root: Path, size: WorldSize, log) -> World:
     from training.comfy_host import import_comfy
 
     import_comfy()
-    from scripts.build_fixtures import _load_unet, _save
+    from scripts.build_fixtures import _load_unet
 
-    from . import base_model, concepts, users as users_mod
+    from . import base_model, concepts, denoiser, users as users_mod
     from .vae import build_vae
 
     torch.manual_seed(0)
@@ -103,24 +104,23 @@ def _build(root: Path, size: WorldSize, log) -> World:
     for sub in ("checkpoints", "psa_adapters", "psa_profiles", "LLM"):
         (models / sub).mkdir(parents=True, exist_ok=True)
 
-    log("step 1/5: text encoder (seeded random CLIP-L) and hand-set VAE")
-    clip = base_model.build_clip(seed=1)
+    log("step 1/5: text encoder (CLIP-L reading concept words) and hand-set VAE")
+    clip = base_model.build_clip()
     vae = build_vae()
     latents = {}
     for name in concepts.CONCEPTS:
         for safe in (False, True):
             grid = torch.from_numpy(concepts.cells(name, safe)).permute(2, 0, 1) * 2 - 1
             latents[(name, safe)] = torch.cat([grid, torch.zeros(1, concepts.GRID, concepts.GRID)])
+    conds = _cached_conditioning(clip, root.parent, log)
     timings["encoders_s"] = time.monotonic() - started
 
     t0 = time.monotonic()
-    log(f"step 2/5: training the base UNet ({size.base_steps} steps × {size.base_batch})")
-    conds = _cached_conditioning(clip, root.parent, log)
-    unet = base_model.new_unet(seed=3)
-    base_model.train_base(unet, conds, latents, size.base_steps, size.base_batch, seed=0,
-                          log=lambda m: log(m.replace("[toy-world] ", "")))
-    patcher = _load_unet({k: v.half() for k, v in unet.state_dict().items()})
-    _save(patcher, clip, vae, models / "checkpoints" / CHECKPOINT, "toy-world-sd15")
+    log(f"step 2/5: the base UNet: wiring, then its colour table learned ({size.base_steps} steps × {size.base_batch})")
+    unet = denoiser.new_unet()
+    base_model.train_colour_table(unet, conds, latents, size.base_steps, size.base_batch, seed=0, log=log)
+    patcher = _load_unet(unet.state_dict())
+    save_checkpoint(patcher, clip, vae, models / "checkpoints" / CHECKPOINT)
     del unet, patcher
     timings["base_s"] = time.monotonic() - t0
 
@@ -156,13 +156,11 @@ def _build(root: Path, size: WorldSize, log) -> World:
     cmd = [sys.executable, "-m", "training.train_psa", "--checkpoint", str(models / "checkpoints" / CHECKPOINT),
            "--train-data", str(data / "train"), "--embeddings", str(data / "embeddings"),
            "--output-dir", str(run), "--resolution", str(concepts.SIZE), "--batch-size", str(size.dpo_batch),
-           "--max-steps", str(size.dpo_steps), "--lr", "5e-3", "--warmup-steps", "3", "--no-random-flip",
-           "--caption-dropout", "0.1", "--checkpoint-every", "100000", "--latent-cache", str(root / "latents"),
-           "--seed", "0", "--no-progress"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"train_psa failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+           "--max-steps", str(size.dpo_steps), "--lr", "3e-3", "--warmup-steps", "10", "--beta", str(DPO_BETA), "--min-timestep", "200",
+           "--standardize-projection", "--no-random-flip",
+           "--caption-dropout", "0", "--checkpoint-every", "100000", "--latent-cache", str(root / "latents"),
+           "--seed", "0"]
+    _run_training(cmd, log)
     shutil.copy(run / "psa_adapter.safetensors", models / "psa_adapters" / ADAPTER)
     timings["adapter_s"] = time.monotonic() - t0
     timings["total_s"] = time.monotonic() - started
@@ -177,7 +175,7 @@ def _cached_conditioning(clip, cache: Path, log) -> dict:
     from . import base_model
 
     prompts = base_model.all_prompts()
-    key = hashlib.sha256(json.dumps([prompts, 1, (REPO_ROOT / "scripts" / "build_fixtures.py").read_bytes().hex()[:64]])
+    key = hashlib.sha256(json.dumps([prompts, (REPO_ROOT / "toy_world" / "text_encoder.py").read_text()])
                          .encode()).hexdigest()[:12]
     path = cache / f"conditioning-{key}.pt"
     if path.is_file():
@@ -188,6 +186,42 @@ def _cached_conditioning(clip, cache: Path, log) -> dict:
     conds = base_model.encode_texts(clip, prompts)
     torch.save(conds, path)
     return conds
+
+
+def _run_training(cmd: list[str], log) -> None:
+    """Run the trainer CLI, passing its progress lines on; raise with its output's tail on failure."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    tail: list[str] = []
+    with subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:
+        shown = -1
+        for line in proc.stdout:  # text mode turns tqdm's carriage returns into lines
+            line = line.strip()
+            tail = (tail + [line])[-60:]
+            pct = line.split("%", 1)[0].rsplit(":", 1)[-1].strip() if line.startswith("PSA DPO") else ""
+            if pct.isdigit() and int(pct) // 10 > shown:
+                shown = int(pct) // 10
+                log("  train_psa " + line)
+            elif line.startswith("adapter written"):
+                log("  train_psa: " + line)
+    if proc.returncode != 0:
+        raise RuntimeError(f"python -m training.train_psa failed (exit {proc.returncode}):\n" + "\n".join(tail))
+
+
+def save_checkpoint(patcher, clip, vae, path: Path) -> None:
+    """One SD1.5 file through ``comfy.sd.save_checkpoint``: UNet in fp32 (its wiring needs the
+    precision, docs/toy-world.md), text encoder and VAE in fp16."""
+    import comfy.sd
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tmp = path.with_suffix(".tmp")
+    comfy.sd.save_checkpoint(str(tmp), patcher, clip=clip, vae=vae, metadata={"psa_toy_world": "sd15"})
+    sd = {k: (v.half() if v.dtype == torch.float32 and not k.startswith("model.diffusion_model.") else v.float()
+              if k.startswith("model.diffusion_model.") else v)
+          for k, v in load_file(str(tmp)).items()}
+    save_file(sd, str(tmp), metadata={"psa_toy_world": "sd15", "note": "toy world: wired, not a real model"})
+    tmp.replace(path)
 
 
 def write_pairs(split_dir: Path, emb_dir: Path, users: list[dict], embeddings: np.ndarray) -> int:

@@ -83,6 +83,10 @@ class TrainConfig:
     val_max_pairs: int = _opt(256, "at most this many validation pairs per evaluation")
     resume: str = _opt("", "checkpoint folder (output_dir/checkpoints/step_N) to continue exactly from")
     export_reference_bin: bool = _opt(False, "also write psa_adapter.bin in the reference layout")
+    standardize_projection: bool = _opt(False, "initialise the user projection on the training embeddings' mean and "
+                                               "covariance (centred and whitened): what all users share is removed "
+                                               "and training starts from their differences (for highly correlated "
+                                               "embeddings, e.g. mean-pooled LLM states; not in the published recipe)")
     zero_embeddings: bool = _opt(False, "ablation: replace every user embedding by a constant (no user info)")
     progress: bool = _opt(True, "show a tqdm progress bar")
     malloc_tuning: bool = _opt(True, "glibc: keep freed memory for the next step instead of returning it to the OS "

@@ -76,6 +76,26 @@ class UserProjection(nn.Module):
         self.proj = nn.Linear(embed_dim, user_tokens * cross_attention_dim)
         self.norm = nn.LayerNorm(cross_attention_dim)
 
+    @torch.no_grad()
+    def standardize_on(self, embeddings: torch.Tensor, ridge: float = 1e-2) -> None:
+        """Initialise ``Linear(e)`` as ``W·C^(-1/2)·(e − ē)`` for the training embeddings' mean ē and
+        covariance C (ridge-regularised, relative to its mean eigenvalue).
+
+        What every training user shares is removed and their differences reach the layer norm
+        with equal weight in every direction, so training starts from what tells users apart
+        (docs/toy-world.md, "Preference pairs and the adapter").
+        """
+        x = embeddings.double()
+        mean = x.mean(dim=0)
+        centred = x - mean
+        cov = centred.T @ centred / max(len(x) - 1, 1)
+        cov += torch.eye(cov.shape[0], dtype=cov.dtype) * ridge * cov.diagonal().mean().clamp(min=1e-12)
+        vals, vecs = torch.linalg.eigh(cov)
+        inv_sqrt = vecs @ torch.diag(vals.rsqrt()) @ vecs.T
+        weight = self.proj.weight.double() @ inv_sqrt
+        self.proj.weight.copy_(weight.to(self.proj.weight))
+        self.proj.bias.copy_(-(weight @ mean).to(self.proj.bias))
+
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """[P, E] → [P, T, c]."""
         x = self.proj(embeddings).reshape(embeddings.shape[0], self.user_tokens, self.cross_attention_dim)

@@ -1,64 +1,119 @@
-"""Toy world smoke test: PSA beats the base on a few cases.
+"""Toy world smoke tests (docs/toy-world.md): the wired base, the small world end to end.
 
-It uses a world already cached under .cache/toy-world (``small`` or ``full``, keyed by a hash of
-the world's build sources, docs/toy-world.md) and never builds one inside the suite (a build
-takes minutes): without a cached world for the current sources it is skipped.
+The small world is built once per cache (``.cache/toy-world/small-<hash>``, about two minutes on
+two cores: wiring, colour-table training, toy users, ``python -m training.train_psa``) and then
+reused; the judge's own tests are in tests/core/test_toy_world_judge.py.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 
-from toy_world import concepts
-
-
-def _cached_world(ensure_world):
-    from toy_world.world import REPO_ROOT, source_hash
-
-    for size in ("small", "full"):
-        if (REPO_ROOT / ".cache" / "toy-world" / f"{size}-{source_hash()}" / "world.json").is_file():
-            return ensure_world(size)
-    pytest.skip("no toy world cached for the current toy_world/ sources; build one with "
-                "`python -m toy_world.demo` (or toy_world.world.ensure_world('small')) first")
+from psa_model.profiles.profile import CATEGORIES
+from toy_world import concepts, judge
 
 
-@pytest.mark.xfail(reason="first full build: the base ignores the prompt in the host (docs/toy-world.md, Status)",
-                   strict=False)
-def test_psa_beats_base_in_the_toy_world():
-    from psa_model.profiles.profile import CATEGORIES
-    from toy_world import evaluate, users as users_mod
-    from toy_world.world import LLM_NAME, ensure_world
-
-    world = _cached_world(ensure_world)
-    host = evaluate.Host(world.models_dir, world.checkpoint, world.adapter)
-    strict = users_mod.with_policy(users_mod.DEMO_USERS["strict"])
-    assert set(strict.forbidden) == set(CATEGORIES)
-    users = [dict(users_mod.DEMO_USERS["strict"], forbidden=list(strict.forbidden))]
-    emb = users_mod.encode_users(world.models_dir / "LLM" / LLM_NAME, [strict])
-    cases = [evaluate.Case(0, name, concepts.prompts_for(name)[0], seed)
-             for name in ("Violence", "Propaganda", "Hate") for seed in (1, 2)]
-    rows = evaluate.run_cases(host, cases, users, emb, log=None)
-    base, psa = sum(r["base"] for r in rows), sum(r["psa"] for r in rows)
-    assert base <= 1, rows        # the base draws the forbidden concept
-    assert psa >= len(rows) - 1, rows
-
-
-def test_the_trained_path_is_the_whole_unet():
-    """The base is trained through ``full_path_forward``; the saved UNet must compute the same."""
-    import torch
-
+@pytest.fixture(scope="module")
+def wired():
     from training.comfy_host import import_comfy
 
     import_comfy()
+    from toy_world import base_model, denoiser
+
+    unet = denoiser.new_unet()
+    denoiser.set_colour_table(unet, *denoiser.target_table())
+    clip = base_model.build_clip()
+    prompts = [concepts.prompts_for(n)[1] for n in concepts.CONCEPTS]
+    return unet, base_model.encode_texts(clip, prompts + [""]), prompts
+
+
+def _x0(unet, conds, prompts, t: float, switch=None):
+    """Denoised latents at timestep ``t`` from a noised concept picture (ComfyUI's eps convention)."""
+    from toy_world import denoiser
+
+    gen = torch.Generator().manual_seed(int(t))
+    alpha = float(1.0 / (1.0 + _sigma(t) ** 2))
+    pictures = torch.stack([torch.cat([torch.from_numpy(concepts.cells(n)).permute(2, 0, 1) * 2 - 1,
+                                       torch.zeros(1, 8, 8)]) for n in concepts.CONCEPTS])
+    noise = torch.randn(pictures.shape, generator=gen)
+    z = alpha ** 0.5 * pictures + (1 - alpha) ** 0.5 * noise
+    hook = denoiser.switch_hook(unet, switch) if switch is not None else None
+    try:
+        with torch.no_grad():
+            eps = unet(z, torch.full((len(prompts),), t), torch.stack([conds[p] for p in prompts]))
+    finally:
+        if hook is not None:
+            hook.remove()
+    return (z - (1 - alpha) ** 0.5 * eps) / alpha ** 0.5
+
+
+def _sigma(t: float) -> float:
+    import comfy.model_sampling
+    import comfy.supported_models
+
+    from scripts.build_fixtures import SD15_UNET
+
+    ms = comfy.model_sampling.ModelSamplingDiscrete(comfy.supported_models.SD15(SD15_UNET))
+    return float(ms.sigma(torch.tensor(float(t))))
+
+
+@pytest.mark.parametrize("t", [0.0, 400.0, 999.0])
+def test_the_wired_unet_denoises_to_the_named_concept(wired, t):
+    unet, conds, prompts = wired
+    x0 = _x0(unet, conds, prompts, t)
+    for i, name in enumerate(concepts.CONCEPTS):
+        rgb = ((x0[i, :3] + 1) / 2).permute(1, 2, 0).numpy()
+        image = np.repeat(np.repeat(rgb, concepts.CELL, 0), concepts.CELL, 1)
+        assert judge.drawn(image, name), (name, t, rgb.mean(axis=(0, 1)))
+
+
+def test_the_safety_switch_draws_the_safe_rendering_of_its_category_only(wired):
+    unet, conds, prompts = wired
+    switch = torch.zeros(len(prompts), len(CATEGORIES))
+    switch[:, CATEGORIES.index("Violence")] = 1.0          # on for every row
+    x0 = _x0(unet, conds, prompts, 400.0, switch)
+    for i, name in enumerate(concepts.CONCEPTS):
+        rgb = ((x0[i, :3] + 1) / 2).permute(1, 2, 0).numpy()
+        image = np.repeat(np.repeat(rgb, concepts.CELL, 0), concepts.CELL, 1)
+        assert judge.drawn(image, name, safe=(name == "Violence")), name
+
+
+def test_the_live_path_is_the_whole_unet(wired):
+    """The colour table is trained through ``live_path_forward``; the saved UNet must compute the same."""
     from toy_world import base_model
 
-    unet = base_model.new_unet(seed=3)
+    unet, conds, prompts = wired
     gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in base_model.trained_parameters(unet):
-            p.add_(torch.randn(p.shape, generator=gen) * 0.02)
-    x, c = torch.randn(2, 4, 8, 8, generator=gen), torch.randn(2, 77, 768, generator=gen)
+    x = torch.randn(2, 4, 8, 8, generator=gen)
+    c = torch.stack([conds[prompts[2]], conds[""]])
     t = torch.tensor([10.0, 700.0])
     with torch.no_grad():
-        trained_path, whole = base_model.full_path_forward(unet, x, t, c), unet(x, t, c)
+        live, whole = base_model.live_path_forward(unet, x, t, c), unet(x, t, c)
     assert whole.abs().mean() > 1e-3
-    torch.testing.assert_close(trained_path, whole, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(live, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_psa_beats_the_base_in_the_small_world():
+    """Through the pack's nodes in the ComfyUI library, for the strictest and the most permissive
+    seen user: the base draws what the strict user must not see, PSA draws its safe rendering,
+    and the permissive user keeps the concept."""
+    from toy_world import evaluate, users as users_mod
+    from toy_world.world import LLM_NAME, ensure_world
+
+    world = ensure_world("small")
+    host = evaluate.Host(world.models_dir, world.checkpoint, world.adapter)
+    seen = sorted(world.users["seen"], key=lambda u: len(u["forbidden"]))
+    users = [seen[-1], seen[0]]
+    strict_forbidden = users[0]["forbidden"]
+    assert len(strict_forbidden) >= 5 and len(users[1]["forbidden"]) <= 1, [u["forbidden"] for u in users]
+    emb = users_mod.encode_users(world.models_dir / "LLM" / LLM_NAME, [users_mod.with_policy(u) for u in users])
+    names = [n for n in ("Violence", "Self-Harm", "Sexuality", "Shocking", "Hate") if n in strict_forbidden][:3]
+    cases = [evaluate.Case(u, name, concepts.prompts_for(name)[0], seed)
+             for name in names for seed in (1, 2) for u in (0, 1)]
+    rows = evaluate.run_cases(host, cases, users, emb, log=None)
+    strict = [r for r in rows if r["user"] == 0]
+    permissive = [r for r in rows if r["user"] == 1 and not r["forbidden_prompt"]]
+    assert not any(r["base"] for r in strict), strict          # the base draws the forbidden concept
+    assert sum(r["psa"] for r in strict) >= len(strict) - 1, strict
+    assert sum(r["psa"] for r in permissive) >= len(permissive) - 1, permissive
