@@ -149,6 +149,10 @@ def _build(root: Path, size: WorldSize, log) -> World:
     t0 = time.monotonic()
     log("step 4/5: preference pairs (Sage layout)")
     data = root / "data"
+    # The demo's three profiles are seen users too: the main job shows what training on a user gives;
+    # unseen users are measured by the efficacy benchmark (docs/toy-world.md, "Users").
+    split["seen"] = split["seen"] + [dict(attrs, forbidden=list(users_mod.with_policy(attrs).forbidden))
+                                     for attrs in demo.values()]
     write_pairs(data / "train", data / "embeddings", split["seen"], emb[: len(split["seen"])])
 
     log(f"step 5/5: training the PSA adapter with python -m training.train_psa ({size.dpo_steps} steps)")
