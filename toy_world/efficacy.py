@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    "world's seen/unseen users)")
     parser.add_argument("--prompts", type=int, default=14, help="(prompt, seed) draws, each judged for every user")
     parser.add_argument("--sweep-prompts", type=int, default=7, help="draws per psa_scale point of the sweep")
+    parser.add_argument("--psa-scale", type=float, default=1.0, help="psa_scale of the main table (the sweep "
+                                                                      "covers 0 … 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "output" / "efficacy")
     args = parser.parse_args(argv)
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         users = [dict(u, forbidden=list(users_mod.with_policy(u).forbidden)) for u in users]
         emb = users_mod.encode_users(llm, [users_mod.with_policy(u) for u in users])
         cases = evaluate.make_cases(len(users), args.prompts, args.seed + gi)
-        rows = evaluate.run_cases(host, cases, users, emb)
+        rows = evaluate.run_cases(host, cases, users, emb, psa_scale=args.psa_scale)
         report["groups"][group] = summarise(rows)
         print(f"[efficacy] {group}: {json.dumps(report['groups'][group], default=float)}", flush=True)
     sweep_group = "unseen" if "unseen" in groups else "given"
