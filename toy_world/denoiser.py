@@ -34,6 +34,7 @@ from psa_model.profiles.profile import CATEGORIES
 
 from . import concepts
 from .text_encoder import code_dims, concept_index
+from .time_gains import K_GAIN, centre as _centre, wire_time
 
 N_CONCEPTS = len(concepts.CONCEPTS)
 LATENT_CHANNELS = 4
@@ -43,16 +44,9 @@ Z_GROUP = 0    # channels 0–9: ±S_A(t), ±ε_z·z_k
 C_GROUP = 10   # channels 10–19: ±S_B(t), ±ε_c·c'_k
 EPS_Z = 1e-3
 EPS_C = 1e-3
-K_GAIN = 10.0
 OUT_GAIN = 0.25     # λ: the final swish sees λ·(signal) + OUT_OFFSET
 OUT_OFFSET = 30.0
 
-# The ResBlock that turns the timestep into ±S_A(t), ±S_B(t).
-TIME_CONST = 1e6
-TIME_GAIN = 0.05
-TIME_OFFSET = 30.0
-EMB_OFFSET = 30.0
-RIDGE = 1e-5
 
 # The transformer's internal stream.
 STREAM_CONST = 1e5
@@ -115,7 +109,7 @@ def new_unet():
                 last.bias.zero_()
         _cut_lower_levels(unet)
         _wire_input(unet)
-        _wire_time(unet)
+        wire_time(unet, Z_GROUP, C_GROUP)
         _wire_lookup(unet)
         _wire_colour(unet)
         _wire_output(unet)
@@ -138,13 +132,6 @@ def _cut_lower_levels(unet) -> None:
         skip.bias.zero_()
 
 
-def _centre(conv) -> tuple[torch.Tensor, torch.Tensor]:
-    conv.weight.zero_()
-    conv.bias.zero_()
-    k = conv.weight.shape[-1] // 2
-    return conv.weight[:, :, k, k], conv.bias
-
-
 def _wire_input(unet) -> None:
     """``conv_in``: channels 2 + 2k, 3 + 2k hold ±z_k; block 11's skip scales them by ε_z."""
     w, _ = _centre(unet.input_blocks[0][0])
@@ -156,66 +143,6 @@ def _wire_input(unet) -> None:
         w[Z_GROUP + 3 + 2 * k, k] = -1.0
         for ch in (Z_GROUP + 2 + 2 * k, Z_GROUP + 3 + 2 * k):
             skip.weight[ch, ch, 0, 0] = EPS_Z
-
-
-def time_gains(t: torch.Tensor) -> torch.Tensor:
-    """``[S_A(t), S_B(t)]``: group spreads that make the final GroupNorm multiply by g(t), h(t)."""
-    import comfy.model_sampling
-    import comfy.supported_models
-
-    from scripts.build_fixtures import SD15_UNET
-
-    ms = comfy.model_sampling.ModelSamplingDiscrete(comfy.supported_models.SD15(SD15_UNET))
-    sigma = ms.sigma(t.float()).double()
-    scale = K_GAIN * math.sqrt(5.0)
-    return torch.stack([scale * sigma / torch.sqrt(sigma ** 2 + 1), scale * sigma], dim=1)
-
-
-def _wire_time(unet) -> None:
-    """Timestep → ``emb`` (features ≈ the sinusoids + offset) → block 11's ResBlock writes ±S_A, ±S_B.
-
-    ``time_embed`` and ``emb_layers``' swish are kept in their linear range by an offset, so
-    ``emb_layers`` is a linear map of ComfyUI's sinusoidal features; it is fitted by weighted
-    least squares (relative error) to :func:`time_gains` on a dense grid of timesteps.
-    """
-    from comfy.ldm.modules.diffusionmodules.openaimodel import timestep_embedding
-
-    dim = unet.model_channels
-    first, second = unet.time_embed[0], unet.time_embed[2]
-    first.weight.zero_()
-    first.weight[:dim, :dim] = torch.eye(dim)
-    first.bias.fill_(EMB_OFFSET)
-    second.weight.copy_(torch.eye(second.weight.shape[0]))
-    second.bias.zero_()
-
-    t = torch.cat([torch.linspace(0, 999, 20000), torch.linspace(0, 20, 4000)])
-    feats = torch.nn.functional.silu(unet.time_embed(timestep_embedding(t, dim)))[:, :dim].double()
-    design = torch.cat([feats, torch.ones(len(t), 1, dtype=torch.float64)], dim=1)
-    targets = time_gains(t)
-    res = unet.output_blocks[11][0]
-    emb_linear = res.emb_layers[1]
-    emb_linear.weight.zero_()
-    emb_linear.bias.zero_()
-    for i, ch in enumerate((2, 4)):
-        y = targets[:, i]
-        a = design / y[:, None]
-        sol = torch.linalg.solve(a.T @ a + RIDGE * torch.eye(a.shape[1], dtype=torch.float64), a.T @ torch.ones_like(y))
-        for sign, row in ((1.0, ch), (-1.0, ch + 1)):
-            emb_linear.weight[row, :dim] = sign * sol[:-1].float()
-            emb_linear.bias[row] = sign * float(sol[-1])
-
-    _, in_bias = _centre(res.in_layers[2])
-    in_bias[0], in_bias[1] = TIME_CONST, -TIME_CONST
-    norm = res.out_layers[0]
-    norm.weight.zero_()
-    norm.bias.zero_()
-    spread = TIME_CONST / math.sqrt(5.0)   # the group's spread: ±TIME_CONST dominate
-    w, b = _centre(res.out_layers[3])
-    for src, dst in ((2, Z_GROUP), (4, C_GROUP)):
-        norm.weight[src] = TIME_GAIN * spread
-        norm.bias[src] = TIME_OFFSET
-        w[dst, src], b[dst] = 1.0 / TIME_GAIN, -TIME_OFFSET / TIME_GAIN
-        w[dst + 1, src], b[dst + 1] = -1.0 / TIME_GAIN, TIME_OFFSET / TIME_GAIN
 
 
 def _site(unet, block: int):

@@ -24,7 +24,7 @@ CHECKPOINT = "toy_world_sd15.safetensors"
 ADAPTER = "toy_world_psa.safetensors"
 LLM_NAME = "toy_qwen2"
 DPO_BETA = 20.0  # Diffusion-DPO β for the toy scale (docs/toy-world.md, "The adapter")
-BUILD_SOURCES = ("concepts", "vae", "text_encoder", "denoiser", "base_model", "users", "world")
+BUILD_SOURCES = ("concepts", "vae", "text_encoder", "time_gains", "denoiser", "base_model", "users", "world")
 
 
 @dataclass(frozen=True)
