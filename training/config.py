@@ -87,6 +87,9 @@ class TrainConfig:
                                                "covariance (centred and whitened): what all users share is removed "
                                                "and training starts from their differences (for highly correlated "
                                                "embeddings, e.g. mean-pooled LLM states; not in the published recipe)")
+    standardize_ridge: float = _opt(0.1, "--standardize-projection: ridge added to the covariance, relative to its mean "
+                                         "eigenvalue; caps how much directions in which the training users barely "
+                                         "differ are amplified (docs/toy-world.md)")
     zero_embeddings: bool = _opt(False, "ablation: replace every user embedding by a constant (no user info)")
     progress: bool = _opt(True, "show a tqdm progress bar")
     malloc_tuning: bool = _opt(True, "glibc: keep freed memory for the next step instead of returning it to the OS "
@@ -133,6 +136,9 @@ class TrainConfig:
             raise ValueError("train_subset, text_cache_mb and latent_memory_mb must be ≥ 0")
         if self.noise_offset < 0 or self.input_perturbation < 0:
             raise ValueError("noise_offset and input_perturbation must be ≥ 0")
+        if not self.standardize_ridge > 0:
+            raise ValueError(f"standardize_ridge {self.standardize_ridge}: use a ridge > 0 (0.1 is the default); "
+                             "without it, directions the training users share exactly would divide by zero")
 
 
 REQUIRED = ("checkpoint", "train_data", "embeddings", "output_dir")

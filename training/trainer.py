@@ -74,7 +74,8 @@ class Trainer:
         self.adapter = build_adapter(self.base.model, self.base.arch, self.train_set.embed_dim, cfg.user_tokens,
                                      cfg.warm_start or None, seed=cfg.seed)
         if cfg.standardize_projection and not cfg.warm_start:
-            self.adapter.user_proj.standardize_on(self.train_set.embedding_batch(self.train_set.pairs))
+            self.adapter.user_proj.standardize_on(self.train_set.embedding_batch(self.train_set.pairs),
+                                                  ridge=cfg.standardize_ridge)
         if cfg.projection_dtype == "bf16":
             keep_projection_in_bf16(self.adapter)
         self.patched = patch_model(self.base.model, self.adapter)

@@ -77,7 +77,7 @@ class UserProjection(nn.Module):
         self.norm = nn.LayerNorm(cross_attention_dim)
 
     @torch.no_grad()
-    def standardize_on(self, embeddings: torch.Tensor, ridge: float = 1e-2) -> None:
+    def standardize_on(self, embeddings: torch.Tensor, ridge: float = 0.1) -> None:
         """Initialise ``Linear(e)`` as ``W·C^(-1/2)·(e − ē)`` for the training embeddings' mean ē and
         covariance C (ridge-regularised, relative to its mean eigenvalue).
 
