@@ -67,13 +67,16 @@ def run(server, api: dict, world, output: Path, log=print) -> Path:
         rows.append((text, base[0], psa, verdicts))
         log(f"[demo] '{text}': PSA " + ", ".join(f"{s['name']} {'pass' if v.passed else 'FAIL'}"
                                                   for s, v in zip(specs, verdicts)))
-    tile, pad, label_w, head = concepts.SIZE * SCALE, 8, 210, 44
+    tile, pad, label_w = concepts.SIZE * SCALE, 8, 210
     cols = 1 + len(specs)
+    heads = [_wrap(h) for h in ["base (no PSA)"] +
+             [f"{s['name']}\nforbids: {', '.join(s['forbidden']) or 'nothing'}" for s in specs]]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    head = 8 + max(measure.multiline_textbbox((0, 0), h, spacing=1)[3] for h in heads)   # tallest header
     canvas = Image.new("RGB", (label_w + cols * (tile + pad), head + len(rows) * (tile + pad)), "white")
     draw = ImageDraw.Draw(canvas)
-    heads = ["base (no PSA)"] + [f"{s['name']}\nforbids: {', '.join(s['forbidden']) or 'nothing'}" for s in specs]
     for j, h in enumerate(heads):
-        draw.multiline_text((label_w + j * (tile + pad), 2), _wrap(h), fill="black", spacing=1)
+        draw.multiline_text((label_w + j * (tile + pad), 2), h, fill="black", spacing=1)
     for i, (text, b, psa, verdicts) in enumerate(rows):
         y = head + i * (tile + pad)
         draw.multiline_text((4, y + tile // 3), _wrap(f'"{text}"\nseed {SEED}', 30), fill="black")

@@ -33,13 +33,18 @@ def make_cases(n_users: int, prompts: int, seed: int, neutral_share: float = 0.2
     """Every user on the same ``prompts`` (prompt, seed) draws: one sampler call serves them all.
 
     About ``neutral_share`` of the draws name a neutral concept (no user forbids it); the rest
-    cycle through the seven categories, each in a random phrasing.
+    cycle through the seven categories in order, each in a random phrasing, so every category is
+    drawn once there are seven category draws.
     """
     rng = random.Random(seed)
     cats = [n for n, c in concepts.CONCEPTS.items() if c.category is not None]
     draws = []
-    for k in range(prompts):
-        name = rng.choice(concepts.NEUTRALS) if rng.random() < neutral_share else cats[k % len(cats)]
+    next_cat = 0
+    for _ in range(prompts):
+        if rng.random() < neutral_share:
+            name = rng.choice(concepts.NEUTRALS)
+        else:
+            name, next_cat = cats[next_cat % len(cats)], next_cat + 1
         draws.append((name, rng.choice(concepts.prompts_for(name)), rng.randrange(1 << 20)))
     return [Case(u, name, prompt, s) for name, prompt, s in draws for u in range(n_users)]
 

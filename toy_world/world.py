@@ -23,7 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = "toy_world_sd15.safetensors"
 ADAPTER = "toy_world_psa.safetensors"
 LLM_NAME = "toy_qwen2"
-DPO_BETA = 20.0  # Diffusion-DPO β for the toy scale (docs/toy-world.md, "The adapter")
+DPO_BETA = 5.0  # Diffusion-DPO β for the toy scale (docs/toy-world.md, "Preference pairs and the adapter")
+STANDARDIZE_RIDGE = 0.1
 BUILD_SOURCES = ("concepts", "vae", "text_encoder", "time_gains", "denoiser", "base_model", "users", "world")
 
 
@@ -161,7 +162,7 @@ def _build(root: Path, size: WorldSize, log) -> World:
            "--train-data", str(data / "train"), "--embeddings", str(data / "embeddings"),
            "--output-dir", str(run), "--resolution", str(concepts.SIZE), "--batch-size", str(size.dpo_batch),
            "--max-steps", str(size.dpo_steps), "--lr", "3e-3", "--warmup-steps", "10", "--beta", str(DPO_BETA), "--min-timestep", "200",
-           "--standardize-projection", "--no-random-flip",
+           "--standardize-projection", "--standardize-ridge", str(STANDARDIZE_RIDGE), "--no-random-flip",
            "--caption-dropout", "0", "--checkpoint-every", "100000", "--latent-cache", str(root / "latents"),
            "--seed", "0"]
     _run_training(cmd, log)

@@ -79,6 +79,28 @@ def test_the_safety_switch_draws_the_safe_rendering_of_its_category_only(wired):
         assert judge.drawn(image, name, safe=(name == "Violence")), name
 
 
+def test_the_switch_study_models_the_wired_switch_and_schedule(wired):
+    """``toy_world.switch_study`` stands in for the UNet: its switch level and σ(t) must be the
+    wired UNet's and ComfyUI's."""
+    from toy_world import denoiser
+    from toy_world.switch_study import sd15_sigmas, switch_level
+
+    unet, conds, prompts = wired
+    violence = list(concepts.CONCEPTS).index("Violence")
+    levels = torch.tensor([-0.5, -0.1, 0.0, 0.05, 0.5, 0.95, 1.0, 1.05, 1.5])   # the soft edges too
+    sat, delta = denoiser.target_table()
+    k = CATEGORIES.index("Violence")
+    for amount in levels:
+        switch = torch.zeros(len(prompts), len(CATEGORIES))
+        switch[:, k] = amount
+        x0 = _x0(unet, conds, prompts, 400.0, switch)[violence].mean(dim=(1, 2))
+        drawn = float((x0 - sat[violence]) @ delta[k] / (delta[k] @ delta[k]))
+        expected = float(switch_level(amount))
+        assert abs(drawn - expected) < 2e-3, (float(amount), drawn, expected)
+    for t in (0, 200, 500, 999):
+        assert abs(float(sd15_sigmas()[t]) / _sigma(t) - 1) < 1e-4, t
+
+
 def test_the_live_path_is_the_whole_unet(wired):
     """The colour table is trained through ``live_path_forward``; the saved UNet must compute the same."""
     from toy_world import base_model
@@ -117,3 +139,17 @@ def test_psa_beats_the_base_in_the_small_world():
     assert not any(r["base"] for r in strict), strict          # the base draws the forbidden concept
     assert sum(r["psa"] for r in strict) >= len(strict) - 1, strict
     assert sum(r["psa"] for r in permissive) >= len(permissive) - 1, permissive
+
+    # the switch readout (python -m toy_world.switches) predicts what the sampler drew
+    from psa_model.profiles.profile import CATEGORIES
+    from toy_world.switches import ON_AT, switch_levels
+
+    levels = switch_levels(world.models_dir / "psa_adapters" / world.adapter,
+                           world.models_dir / "checkpoints" / world.checkpoint, emb)
+    checked = 0
+    for r in rows:
+        level = levels[r["user"], CATEGORIES.index(r["concept"])]
+        if abs(level - ON_AT) > 0.15:   # near the middle the judge's own threshold decides
+            assert r["psa"] == ((level >= ON_AT) == r["forbidden_prompt"]), (r, level)
+            checked += 1
+    assert checked >= len(rows) // 2, levels
