@@ -103,6 +103,8 @@ class TrainConfig:
     def run_fingerprint(self) -> str:
         """Hash of everything that determines the training trajectory (checked on ``--resume``)."""
         d = {k: v for k, v in asdict(self).items() if k not in self.NON_TRAJECTORY}
+        if not self.standardize_projection:
+            del d["standardize_ridge"]   # unused then; and runs from before the option still resume
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:

@@ -84,3 +84,13 @@ def test_standardize_ridge_must_be_positive(tmp_path):
     cfg.standardize_ridge = 0.0
     with pytest.raises(ValueError, match="standardize_ridge 0.0: use a ridge > 0"):
         cfg.validate()
+
+
+def test_the_ridge_is_part_of_the_run_fingerprint_only_when_it_is_used():
+    from training.config import TrainConfig
+
+    plain = TrainConfig(checkpoint="c", train_data="t", embeddings="e", output_dir="o")
+    assert TrainConfig(**{**plain.__dict__, "standardize_ridge": 0.5}).run_fingerprint() == plain.run_fingerprint()
+    used = TrainConfig(**{**plain.__dict__, "standardize_projection": True})
+    assert TrainConfig(**{**used.__dict__, "standardize_ridge": 0.5}).run_fingerprint() != used.run_fingerprint()
+    assert used.run_fingerprint() != plain.run_fingerprint()
