@@ -14,7 +14,8 @@ def _correlated_embeddings(n: int = 32, dim: int = 64, spread: float = 0.05) -> 
 
 
 def _mean_token_cosine(proj: UserProjection, emb: torch.Tensor) -> float:
-    tokens = proj(emb)[:, 0]
+    with torch.no_grad():
+        tokens = proj(emb)[:, 0]
     tokens = tokens / tokens.norm(dim=1, keepdim=True)
     cos = tokens @ tokens.T
     off = cos[~torch.eye(len(emb), dtype=torch.bool)]
