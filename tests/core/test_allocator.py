@@ -15,7 +15,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # A miniature training step: a frozen conv stack with a trainable input layer, forward and
 # backward over 32 MiB activations (above glibc's largest adaptive mmap threshold), repeated;
-# prints the minor page faults per step.
+# prints the median minor page faults of five steps after two warm-up steps (with the fixed
+# thresholds an occasional step still grows the heap by a few thousand pages: the median is
+# the steady state a training run lives in).
 PROBE = """
 import resource, sys, torch
 from training.allocator import keep_freed_memory
@@ -29,10 +31,13 @@ x = torch.randn(2, 64, 256, 256)
 def step():
     frozen(trainable(x)).square().mean().backward()
 step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+step()
+faults = []
+for _ in range(5):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(applied, sorted(faults)[2])
 """
 
 
@@ -51,7 +56,7 @@ def test_fixed_thresholds_reuse_freed_memory():
     assert applied
     # glibc's defaults map every activation afresh: ~100 k faults per step here (measured 409 k)
     assert default_faults > 100_000
-    assert tuned_faults < default_faults / 20  # measured 3–7 k
+    assert tuned_faults < default_faults / 20  # measured median 3 (single steps up to 16 k)
 
 
 def test_user_allocator_settings_win():
