@@ -96,16 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"command": "python -m toy_world.efficacy " + " ".join(argv if argv is not None else sys.argv[1:]),
                     "machine": f"{platform.machine()} {platform.processor() or ''} cores={__import__('os').cpu_count()}",
                     "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "groups": {}}
-    for gi, (group, users) in enumerate(groups.items()):
-        users = [dict(u, forbidden=list(users_mod.with_policy(u).forbidden)) for u in users]
-        emb = users_mod.encode_users(llm, [users_mod.with_policy(u) for u in users])
+    encoded = {group: evaluate.encode_with_policy(llm, users) for group, users in groups.items()}
+    for gi, (group, (users, emb)) in enumerate(encoded.items()):
         cases = evaluate.make_cases(len(users), args.prompts, args.seed + gi)
         rows = evaluate.run_cases(host, cases, users, emb, psa_scale=args.psa_scale)
         report["groups"][group] = summarise(rows)
         print(f"[efficacy] {group}: {json.dumps(report['groups'][group], default=float)}", flush=True)
     sweep_group = "unseen" if "unseen" in groups else "given"
-    users = [dict(u, forbidden=list(users_mod.with_policy(u).forbidden)) for u in groups[sweep_group]]
-    emb = users_mod.encode_users(llm, [users_mod.with_policy(u) for u in users])
+    users, emb = encoded[sweep_group]
     cases = evaluate.make_cases(len(users), args.sweep_prompts, args.seed + 100)
     sweep = {}
     for s in SCALES:

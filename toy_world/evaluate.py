@@ -112,6 +112,16 @@ def _load_pack():
     return module
 
 
+def encode_with_policy(llm_folder: Path, users: list[dict]) -> tuple[list[dict], np.ndarray]:
+    """The users with their ``forbidden`` categories (the rule policy unless given) and their
+    embeddings from the pack's LLM encoder (:func:`toy_world.users.encode_users`)."""
+    from . import users as users_mod
+
+    profiles = [users_mod.with_policy(u) for u in users]
+    labelled = [dict(u, forbidden=list(p.forbidden)) for u, p in zip(users, profiles)]
+    return labelled, users_mod.encode_users(llm_folder, profiles)
+
+
 def profiles_for(embeddings: np.ndarray, users: list[dict]):
     """A ``PSA_PROFILE`` batch (what PSA Encode Profile (LLM) / PSA Profile Batch give)."""
     from psa_model.profiles.profile import PSAProfile, ProfileLabel

@@ -93,22 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=12)
     args = parser.parse_args(argv)
 
-    from safetensors import safe_open
-
-    from . import users as users_mod
-    from .denoiser import SWITCH_AT, SWITCH_UNIT, target_table
-    from .switches import SWITCH_KEY
+    from .denoiser import target_table
+    from .evaluate import encode_with_policy
+    from .switches import switch_rows
     from .world import LLM_NAME, ensure_world
 
     world = ensure_world(args.size)
-    with safe_open(str(world.models_dir / "checkpoints" / world.checkpoint), framework="pt") as f:
-        to_out = f.get_tensor(SWITCH_KEY).float()
-    rows = to_out[[SWITCH_AT + 2 * k for k in range(len(CATEGORIES))]] / SWITCH_UNIT
+    rows = switch_rows(world.models_dir / "checkpoints" / world.checkpoint)
     delta_sq = (target_table()[1] ** 2).mean(dim=1)
     groups = []
     for name in ("seen", "unseen"):
-        users = world.users[name]
-        emb = users_mod.encode_users(world.models_dir / "LLM" / LLM_NAME, [users_mod.with_policy(u) for u in users])
+        users, emb = encode_with_policy(world.models_dir / "LLM" / LLM_NAME, world.users[name])
         forbidden = torch.tensor([[float(c in u["forbidden"]) for c in CATEGORIES] for u in users])
         groups.append((torch.from_numpy(emb), forbidden))
     print(f"| β | ridge | seen: switches right (mean of {args.seeds} seeds) | unseen: mean | unseen: worst seed |")

@@ -30,23 +30,28 @@ SWITCH_KEY = "model.diffusion_model.output_blocks.10.1.transformer_blocks.0.attn
 ON_AT = 0.5
 
 
-def switch_levels(adapter_file: Path, checkpoint: Path, embeddings: np.ndarray, psa_scale: float = 1.0) -> np.ndarray:
-    """``[users, 7]`` switch levels ``r_k / SWITCH_UNIT`` (categories in ``CATEGORIES`` order)."""
+def switch_rows(checkpoint: Path) -> torch.Tensor:
+    """``[7, inner]``: the rows of block 10's attn2 ``to_out`` that write the switch channels,
+    divided by ``SWITCH_UNIT`` (so ``rows · branch`` is the switch level)."""
     from safetensors import safe_open
-
-    from psa_model.formats.adapter_file import load_adapter
 
     from .denoiser import SWITCH_AT, SWITCH_UNIT
 
-    adapter = load_adapter(adapter_file)
-    layer = architecture("sd15").sites.index(SWITCH_SITE)
     with safe_open(str(checkpoint), framework="pt") as f:
         to_out = f.get_tensor(SWITCH_KEY).float()
-    rows = to_out[[SWITCH_AT + 2 * k for k in range(len(CATEGORIES))]]
+    return to_out[[SWITCH_AT + 2 * k for k in range(len(CATEGORIES))]] / SWITCH_UNIT
+
+
+def switch_levels(adapter_file: Path, checkpoint: Path, embeddings: np.ndarray, psa_scale: float = 1.0) -> np.ndarray:
+    """``[users, 7]`` switch levels ``r_k / SWITCH_UNIT`` (categories in ``CATEGORIES`` order)."""
+    from psa_model.formats.adapter_file import load_adapter
+
+    adapter = load_adapter(adapter_file)
+    layer = architecture("sd15").sites.index(SWITCH_SITE)
     with torch.no_grad():
         tokens = adapter.project(torch.as_tensor(np.asarray(embeddings), dtype=torch.float32))
         values = adapter.layers[layer].to_v_user(tokens)[:, 0] * psa_scale
-        return (values @ rows.T / SWITCH_UNIT).numpy()
+        return (values @ switch_rows(checkpoint).T).numpy()
 
 
 def agreement(levels: np.ndarray, users: list[dict]) -> dict:
@@ -69,14 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from . import users as users_mod
+    from .evaluate import encode_with_policy
     from .world import LLM_NAME, ensure_world
 
     world = ensure_world(args.size)
     groups = {"given": users_mod.load_users(args.users)} if args.users else world.users
     adapter = args.adapter or world.models_dir / "psa_adapters" / world.adapter
     for group, users in groups.items():
-        users = [dict(u, forbidden=list(users_mod.with_policy(u).forbidden)) for u in users]
-        emb = users_mod.encode_users(world.models_dir / "LLM" / LLM_NAME, [users_mod.with_policy(u) for u in users])
+        users, emb = encode_with_policy(world.models_dir / "LLM" / LLM_NAME, users)
         levels = switch_levels(adapter, world.models_dir / "checkpoints" / world.checkpoint, emb, args.psa_scale)
         res = agreement(levels, users)
         per_cat = " ".join(f"{c} {v:.2f}" for c, v in res["per_category"].items())
