@@ -18,6 +18,11 @@ try:
 except ImportError:  # imported as a plain package (pytest, tools): there is no node graph to register with
     __all__: list[str] = []
 else:
+    # Operator mode (off unless PSA_OPERATOR_CONFIG is set) goes in first, so that a failure to load
+    # the nodes still leaves its checks in place (docs/deployment.md).
+    from .operator_mode import install_from_environment
+
+    install_from_environment()
     # ComfyUI's versioned node schema: the loader calls comfy_entrypoint() for the node list. There is
     # deliberately no NODE_CLASS_MAPPINGS: the loader would take that (V1) path instead.
     from .nodes import comfy_entrypoint
