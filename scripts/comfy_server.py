@@ -107,7 +107,8 @@ class ComfyServer:
 
     def __init__(self, comfyui_path: Path, python: str = sys.executable, models_dir: Path | None = None,
                  port: int | None = None, work_dir: Path | None = None, start_timeout: float = 180.0,
-                 extra_args: list[str] | None = None, extra_folders: dict[str, list[Path]] | None = None) -> None:
+                 extra_args: list[str] | None = None, extra_folders: dict[str, list[Path]] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.comfyui_path = Path(comfyui_path)
         if not (self.comfyui_path / "main.py").is_file():
             raise ServerError(f"{self.comfyui_path} has no main.py: not a ComfyUI tree (check COMFYUI_PATH)")
@@ -118,6 +119,7 @@ class ComfyServer:
         self.start_timeout = start_timeout
         self.extra_args = extra_args or []
         self.extra_folders = extra_folders or {}
+        self.env = env or {}  # added to this process's environment for the server
         self.log_path = self.work_dir / "server.log"
         self.output_dir = self.work_dir / "output"
         self.proc: subprocess.Popen | None = None
@@ -149,7 +151,7 @@ class ComfyServer:
         if self.models_dir is not None or self.extra_folders:
             paths = write_extra_model_paths(self.models_dir, self.work_dir / "paths.yaml", self.extra_folders)
             args += ["--extra-model-paths-config", str(paths)]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, cwd=self.comfyui_path, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)
@@ -157,13 +159,21 @@ class ComfyServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise ServerError(f"ComfyUI exited with code {self.proc.returncode} during start-up\n{self.log_tail()}")
-            try:
-                self.get_json("/system_stats", timeout=2)
+            if self._answers_http():
                 return self
-            except (OSError, ServerError):
-                time.sleep(0.5)
+            time.sleep(0.5)
         self.stop()
         raise ServerError(f"ComfyUI did not answer /system_stats within {self.start_timeout:.0f} s\n{self.log_tail()}")
+
+    def _answers_http(self) -> bool:
+        """Up once it answers HTTP at all (in operator mode a call without credentials gets 401)."""
+        try:
+            urllib.request.urlopen(self.url + "/system_stats", timeout=2).close()
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

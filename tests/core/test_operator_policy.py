@@ -327,3 +327,12 @@ def test_ownership_first_user_keeps_an_id():
     owners.claim("client", "c2", "bob")
     owners.claim("client", "c3", "bob")
     assert owners.owner("client", "c1") is None and owners.owner("client", "c3") == "bob"  # bounded
+
+
+def test_operator_mode_is_off_without_the_environment_variable(monkeypatch):
+    from operator_mode import install_from_environment
+
+    monkeypatch.delenv("PSA_OPERATOR_CONFIG", raising=False)
+    assert install_from_environment() is False
+    monkeypatch.setenv("PSA_OPERATOR_CONFIG", "  ")
+    assert install_from_environment() is False
