@@ -8,5 +8,11 @@ command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 \
     && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
          || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } \
     || echo "chromium unavailable: the browser test will skip" >&2
+# nginx for tests/server/test_operator.py's run through docs/nginx-psa-operator.conf (the test starts its own
+# nginx on a free loopback port; the package's system service is not used). Idempotent, never fatal.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { command -v apt-get >/dev/null 2>&1 \
+    && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null 2>&1 \
+         || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null 2>&1; }; }; } \
+    || echo "nginx unavailable: the operator-mode proxy test will skip" >&2
 export PYTHONUNBUFFERED=1
 exec "$PSA_PYTHON" -m pytest "$@"
