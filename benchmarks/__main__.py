@@ -15,8 +15,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 # Cheapest first, so a run cut short still holds most figures.
 NAMES = ("adapter_load", "encoder", "many_users", "overhead", "profile_switch", "scaling", "training", "gpu")

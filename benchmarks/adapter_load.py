@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load
 
-from psa_model.adapter.demo import random_adapter
+from devkit.random_adapters import random_adapter
 from psa_model.adapter.layer_map import architecture
 from psa_model.adapter.modules import AdapterConfig
 from psa_model.adapter.patch import attach_adapter

@@ -3,7 +3,7 @@
 - :func:`sd15_unet`: an SD1.5-layout UNet (SD1.5's 16 cross-attention sites and block names)
   built with ComfyUI's own model classes; ``channels=320, mult=(1, 2, 4, 4)`` is the full-size
   SD1.5 UNet (860 M parameters), smaller widths keep the scaling grid within budget.
-- :func:`fixture_model`: the tiny SD1.5 / SDXL test fixtures (``scripts/build_fixtures.py``).
+- :func:`fixture_model`: the tiny SD1.5 / SDXL test fixtures (``devkit/fixtures.py``).
 - :func:`meta_unet`: a full-size SD1.5 or SDXL UNet on the ``meta`` device (shapes, no memory),
   enough to patch an adapter onto it (patching reads only the ``attn2`` widths).
 - :func:`psa_model` / :func:`reference_style_model`: the variants sampled side by side. The
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from psa_model.adapter.demo import random_adapter, random_embeddings
+from devkit.random_adapters import random_adapter, random_embeddings
+from devkit.unet_configs import SD15_FULL, SDXL_FULL, sd15_config
 from psa_model.adapter.layer_map import architecture, match_sites
 from psa_model.adapter.modules import PSAAdapter, adapter_config_for_model
 from psa_model.adapter.patch import attach_adapter, attach_profile
@@ -26,23 +27,12 @@ from psa_model.adapter.patch import attach_adapter, attach_profile
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBED_DIM = 3584  # the published adapters' embedding size (Qwen2.5-7B hidden size)
 
-SD15_LAYOUT = dict(image_size=32, in_channels=4, out_channels=4, num_res_blocks=[2, 2, 2, 2],
-                   transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_middle=1,
-                   transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], context_dim=768, num_heads=8,
-                   num_head_channels=-1, use_linear_in_transformer=False, use_spatial_transformer=True, legacy=False,
-                   adm_in_channels=None, use_temporal_attention=False)
-SDXL_FULL = dict(image_size=32, in_channels=4, out_channels=4, model_channels=320, channel_mult=[1, 2, 4],
-                 num_res_blocks=[2, 2, 2], transformer_depth=[0, 0, 2, 2, 10, 10], transformer_depth_middle=10,
-                 transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], context_dim=2048, num_head_channels=64,
-                 num_heads=-1, use_linear_in_transformer=True, use_spatial_transformer=True, legacy=False,
-                 adm_in_channels=2816, num_classes="sequential", use_temporal_attention=False)
-
 
 def _patcher(model_config_cls, unet_config: dict, device: str | None = None, seed: int = 0):
     import comfy.model_management
     import comfy.model_patcher
 
-    from scripts.build_fixtures import fill_parameters
+    from devkit.fixtures import fill_parameters
 
     config = model_config_cls(copy.deepcopy(unet_config))
     config.set_inference_dtype(torch.float32, None)
@@ -59,7 +49,7 @@ def sd15_unet(channels: int = 320, mult: tuple[int, ...] = (1, 2, 4, 4), seed: i
     """A ComfyUI ``ModelPatcher`` of an SD1.5-layout UNet with random weights (fp32, CPU)."""
     import comfy.supported_models
 
-    return _patcher(comfy.supported_models.SD15, dict(SD15_LAYOUT, model_channels=channels, channel_mult=list(mult)),
+    return _patcher(comfy.supported_models.SD15, sd15_config(channels, mult),
                     seed=seed)
 
 
@@ -68,7 +58,7 @@ def meta_unet(arch: str):
     import comfy.supported_models
 
     if arch == "sd15":
-        return _patcher(comfy.supported_models.SD15, dict(SD15_LAYOUT, model_channels=320, channel_mult=[1, 2, 4, 4]),
+        return _patcher(comfy.supported_models.SD15, SD15_FULL,
                         device="meta")
     return _patcher(comfy.supported_models.SDXL, SDXL_FULL, device="meta")
 
@@ -77,7 +67,7 @@ def fixture_model(name: str):
     """The tiny SD1.5 checkpoint's or the tiny SDXL UNet's ``ModelPatcher`` (built if missing)."""
     import comfy.sd
 
-    from scripts.build_fixtures import ensure_fixtures
+    from devkit.fixtures import ensure_fixtures
 
     paths = ensure_fixtures(REPO_ROOT / ".cache" / "fixtures")
     if name == "sd15":

@@ -1,6 +1,6 @@
 """Benchmark 4: switching the profile on a live ComfyUI server costs nothing extra.
 
-A real server (``scripts/comfy_server.py``, ``main.py --cpu``) with the tiny SD1.5 fixture,
+A real server (``devkit/comfy_server.py``, ``main.py --cpu``) with the tiny SD1.5 fixture,
 a demo adapter and demo profiles runs the shipped ``psa_sd15_basic`` graph with
 ``PSA Load Profile`` as the profile source. Every run has a new seed (so the sampler always
 runs); each cycle is: a stock KSampler run on the same checkpoint (the control), profile A
@@ -56,9 +56,9 @@ def _execution_seconds(entry: dict) -> float:
 
 
 def bench_profile_switch(quick: bool, work: Path) -> dict:
-    from scripts.build_fixtures import ensure_fixtures
-    from scripts.comfy_server import ComfyServer
-    from scripts.demo_models import prepare_models_dir
+    from devkit.fixtures import ensure_fixtures
+    from devkit.comfy_server import ComfyServer
+    from devkit.demo_models import prepare_models_dir
     from training.comfy_host import comfyui_path
 
     fixtures = ensure_fixtures(REPO_ROOT / ".cache" / "fixtures")

@@ -33,17 +33,10 @@ from pathlib import Path
 
 import torch
 
+from devkit.cli import positive_int
+from devkit.unet_configs import SD15_FULL
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from scripts.cli import positive_int  # noqa: E402
-
-SD15_FULL = dict(image_size=32, in_channels=4, out_channels=4, model_channels=320, channel_mult=[1, 2, 4, 4],
-                 num_res_blocks=[2, 2, 2, 2], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
-                 transformer_depth_middle=1, transformer_depth_output=[0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1][::-1],
-                 context_dim=768, num_heads=8, use_linear_in_transformer=False, use_spatial_transformer=True,
-                 legacy=False)
 
 
 def _full_size_model():
@@ -51,7 +44,7 @@ def _full_size_model():
     import comfy.sd
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    from scripts.build_fixtures import fill_parameters
+    from devkit.fixtures import fill_parameters
 
     unet = UNetModel(**SD15_FULL, operations=comfy.ops.disable_weight_init)
     fill_parameters(unet, seed=0)
@@ -211,7 +204,7 @@ def bench_latent_cache(work: Path, unet: str, captions: int = 6, warmup_steps: i
 
     keep_freed_memory()
     import_comfy(force_cpu=True)
-    from scripts.build_fixtures import ensure_fixtures
+    from devkit.fixtures import ensure_fixtures
     from training.config import TrainConfig
     from training.model import BaseModel, load_base
     from training.synthetic import generate
@@ -255,7 +248,7 @@ def bench_text_cache(captions: int, budget_mib: int) -> dict:
     from training.comfy_host import import_comfy
 
     import_comfy(force_cpu=True)
-    from scripts.build_fixtures import ensure_fixtures
+    from devkit.fixtures import ensure_fixtures
     from training.model import load_base
     from training.text import TextEncoder
 

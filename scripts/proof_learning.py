@@ -17,17 +17,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from devkit.cli import positive_int
 
-from scripts.cli import positive_int  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 FIXTURE = REPO_ROOT / ".cache" / "fixtures" / "sd15_tiny.safetensors"
 DATA_ARGS = dict(users=16, val_users=8, captions=8, val_captions=4, categories=1, embed_dim=64, image_size=64)

@@ -18,13 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from devkit.cli import positive_int
+from devkit.comfy_server import ComfyServer, ServerError
+from devkit.workflows import API_DIR, substitute, with_profile_count
 
-from scripts.cli import positive_int  # noqa: E402
-from scripts.comfy_server import ComfyServer, ServerError  # noqa: E402
-from scripts.workflows import API_DIR, substitute, with_profile_count  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 WORKFLOW = "psa_multi_profile_comparison"
 MODEL_FOLDERS = {"checkpoint": "checkpoints", "adapter": "psa_adapters", "profiles": "psa_profiles"}
@@ -115,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         print("[demo] the toy world: build or reuse it, then the comparison for three profiles (docs/toy-world.md)")
         return run_in_server(args.output)
     else:
-        from scripts.build_fixtures import ensure_fixtures
-        from scripts.demo_models import DEMO_PROFILES, prepare_models_dir
+        from devkit.fixtures import ensure_fixtures
+        from devkit.demo_models import DEMO_PROFILES, prepare_models_dir
 
         print("[demo] using the embedded default: tiny SD1.5 smoke model, demo adapter, demo profiles (random weights)")
         fixtures = ensure_fixtures(REPO_ROOT / ".cache" / "fixtures")

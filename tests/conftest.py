@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# Repo root (psa_model, training, scripts) and tests/ (the ``support`` helpers). ComfyUI's tree
+# Repo root (psa_model, training, devkit) and tests/ (the ``support`` helpers). ComfyUI's tree
 # goes in front of both when a host test needs it: its ``nodes``/``tests`` modules must win
 # over this pack's folders of the same names, which tests never import by those names.
 for _path in (REPO_ROOT, REPO_ROOT / "tests"):
@@ -51,7 +51,7 @@ def comfy_host() -> Path:
 
 @pytest.fixture(scope="session")
 def fixture_paths(comfy_host) -> dict[str, Path]:
-    from scripts.build_fixtures import ensure_fixtures
+    from devkit.fixtures import ensure_fixtures
 
     return ensure_fixtures(FIXTURE_DIR)
 

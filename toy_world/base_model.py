@@ -64,10 +64,10 @@ def train_colour_table(unet, conds: dict[str, torch.Tensor], latents: dict[tuple
     import comfy.model_sampling
     import comfy.supported_models
 
-    from scripts.build_fixtures import SD15_UNET
+    from devkit.unet_configs import SD15_TINY
 
     gen = torch.Generator().manual_seed(seed)
-    ms = comfy.model_sampling.ModelSamplingDiscrete(comfy.supported_models.SD15(SD15_UNET))
+    ms = comfy.model_sampling.ModelSamplingDiscrete(comfy.supported_models.SD15(SD15_TINY))
     alphas = 1.0 / (1.0 + ms.sigmas.double() ** 2)
     names = list(concepts.CONCEPTS)
     table = denoiser.colour_weights(unet)

@@ -105,8 +105,8 @@ def run_in_server(output: Path) -> int:
     import sys
     import time
 
-    from scripts.comfy_server import ComfyServer
-    from scripts.workflows import API_DIR, substitute
+    from devkit.comfy_server import ComfyServer
+    from devkit.workflows import API_DIR, substitute
     from training.comfy_host import comfyui_path
 
     from .world import ensure_world

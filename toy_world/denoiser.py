@@ -97,9 +97,10 @@ def new_unet():
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    from scripts.build_fixtures import SD15_UNET, fill_parameters
+    from devkit.fixtures import fill_parameters
+    from devkit.unet_configs import SD15_TINY
 
-    unet = UNetModel(**copy.deepcopy(SD15_UNET), operations=comfy.ops.disable_weight_init)
+    unet = UNetModel(**copy.deepcopy(SD15_TINY), operations=comfy.ops.disable_weight_init)
     fill_parameters(unet, seed=3)
     with torch.no_grad():
         for name, module in unet.named_modules():

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from devkit.pack_loader import load_pack
 from psa_model.profiles.profile import CATEGORIES
 
 from . import base_model, concepts, judge
@@ -65,7 +66,7 @@ class Host:
 
         for kind in ("checkpoints", "psa_adapters", "psa_profiles", "LLM"):
             folder_paths.add_model_folder_path(kind, str(Path(models_dir) / kind), is_default=True)
-        pack = _load_pack()
+        pack = load_pack()
         self.core = comfy_nodes.NODE_CLASS_MAPPINGS
         self.pack = {cls.define_schema().node_id: cls for cls in pack.nodes.NODE_LIST}
         self.model, self.clip, self.vae = self.core["CheckpointLoaderSimple"]().load_checkpoint(checkpoint)[:3]
@@ -94,22 +95,6 @@ class Host:
             out = self.pack["PSAKSampler"].execute(self.psa_model, profiles, psa_scale, start_percent=0.0,
                                                    end_percent=1.0, **args).result[0]
         return self.core["VAEDecode"]().decode(self.vae, out)[0].numpy()
-
-
-def _load_pack():
-    """The pack imported by path, as ComfyUI's loader does (under a private module name)."""
-    import importlib.util
-    import sys
-
-    name = "comfyui_psa_toy_world_pack"
-    if name in sys.modules:
-        return sys.modules[name]
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location(name, root / "__init__.py", submodule_search_locations=[str(root)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def encode_with_policy(llm_folder: Path, users: list[dict]) -> tuple[list[dict], np.ndarray]:

@@ -14,19 +14,16 @@ It predicts what ``python -m training.train_psa`` + ``python -m toy_world.switch
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from psa_model.adapter.modules import UserProjection
+from psa_model.profiles.profile import CATEGORIES
 
-from psa_model.adapter.modules import UserProjection  # noqa: E402
-from psa_model.profiles.profile import CATEGORIES  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 SETTINGS = ((20.0, 0.01), (20.0, 0.1), (5.0, 0.01), (5.0, 0.1), (5.0, 1.0))   # (β, ridge)
 

@@ -12,18 +12,15 @@ efficacy benchmark samples for minutes, and it is what the benchmark's Pass Rate
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from psa_model.adapter.layer_map import LayerSite, architecture
+from psa_model.profiles.profile import CATEGORIES
 
-from psa_model.adapter.layer_map import LayerSite, architecture  # noqa: E402
-from psa_model.profiles.profile import CATEGORIES  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 SWITCH_SITE = LayerSite("output", 10, 0)
 SWITCH_KEY = "model.diffusion_model.output_blocks.10.1.transformer_blocks.0.attn2.to_out.0.weight"

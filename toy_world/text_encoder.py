@@ -58,9 +58,10 @@ def build_clip():
     import comfy.sd
     import comfy.supported_models
 
-    from scripts.build_fixtures import SD15_UNET, fill_parameters
+    from devkit.fixtures import fill_parameters
+    from devkit.unet_configs import SD15_TINY
 
-    clip = comfy.sd.CLIP(target=comfy.supported_models.SD15(SD15_UNET).clip_target())
+    clip = comfy.sd.CLIP(target=comfy.supported_models.SD15(SD15_TINY).clip_target())
     model = clip.cond_stage_model
     fill_parameters(model, seed=1)
     text_model = model.clip_l.transformer.text_model

@@ -32,9 +32,9 @@ def time_gains(t: torch.Tensor) -> torch.Tensor:
     import comfy.model_sampling
     import comfy.supported_models
 
-    from scripts.build_fixtures import SD15_UNET
+    from devkit.unet_configs import SD15_TINY
 
-    ms = comfy.model_sampling.ModelSamplingDiscrete(comfy.supported_models.SD15(SD15_UNET))
+    ms = comfy.model_sampling.ModelSamplingDiscrete(comfy.supported_models.SD15(SD15_TINY))
     sigma = ms.sigma(t.float()).double()
     scale = K_GAIN * math.sqrt(5.0)
     return torch.stack([scale * sigma / torch.sqrt(sigma ** 2 + 1), scale * sigma], dim=1)

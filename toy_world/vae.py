@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from scripts.build_fixtures import VAE_CONFIG
+from devkit.unet_configs import VAE_CONFIG
 
 A = 40.0          # the constant companion channel
 OFFSET = 12.0     # keeps swish(x + OFFSET) ≈ x + OFFSET

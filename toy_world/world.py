@@ -59,7 +59,7 @@ def source_hash() -> str:
     """Hash of the sources the world is built from (not the judge, demo or benchmark code)."""
     h = hashlib.sha256()
     files = [REPO_ROOT / "toy_world" / f"{name}.py" for name in BUILD_SOURCES] + \
-        [REPO_ROOT / "scripts" / "build_fixtures.py"]
+        [REPO_ROOT / "devkit" / f"{name}.py" for name in ("fixtures", "unet_configs")]
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -93,7 +93,7 @@ def _build(root: Path, size: WorldSize, log) -> World:
     from training.comfy_host import import_comfy
 
     import_comfy()
-    from scripts.build_fixtures import _load_unet
+    from devkit.fixtures import load_unet
 
     from . import base_model, concepts, denoiser, users as users_mod
     from .vae import build_vae
@@ -120,7 +120,7 @@ def _build(root: Path, size: WorldSize, log) -> World:
     log(f"step 2/5: the base UNet: wiring, then its colour table learned ({size.base_steps} steps × {size.base_batch})")
     unet = denoiser.new_unet()
     base_model.train_colour_table(unet, conds, latents, size.base_steps, size.base_batch, seed=0, log=log)
-    patcher = _load_unet(unet.state_dict())
+    patcher = load_unet(unet.state_dict())
     save_checkpoint(patcher, clip, vae, models / "checkpoints" / CHECKPOINT)
     del unet, patcher
     timings["base_s"] = time.monotonic() - t0

@@ -129,7 +129,7 @@ def test_run_demo_refuses_two_profiles_with_the_same_name(capsys, tmp_path):
 
 @pytest.mark.parametrize("count", [1, 2, 3, 5, 8])
 def test_comparison_graph_follows_the_profile_count(count):
-    from scripts.workflows import API_DIR, substitute, with_profile_count
+    from devkit.workflows import API_DIR, substitute, with_profile_count
 
     api = json.loads((API_DIR / "psa_multi_profile_comparison.json").read_text())
     names = [f"p{i}.json" for i in range(count)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.comfy_server import ComfyServer, ServerError
+from devkit.comfy_server import ComfyServer, ServerError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,7 +76,7 @@ def test_host_that_never_answers_times_out(tmp_path):
 
 
 def test_truncated_fixture_is_not_treated_as_built(tmp_path):
-    from scripts.build_fixtures import _readable
+    from devkit.fixtures import _readable
 
     good = tmp_path / "ok.safetensors"
     from safetensors.torch import save_file
@@ -96,7 +96,7 @@ def _import_table(*rows: tuple[float, bool, Path]) -> str:
 
 
 def test_pack_import_check_goes_by_path_in_a_checkout_named_like_the_pack(tmp_path):
-    from scripts.comfy_server import custom_node_imports
+    from devkit.comfy_server import custom_node_imports
 
     checkout = tmp_path / "ComfyUI-PSA"  # the folder name the README's install section uses
     host = checkout / ".cache" / "host" / "ComfyUI"

@@ -65,7 +65,7 @@ def test_policy_spreads_the_demo_users_from_permissive_to_strict():
 def test_demo_graph_base_twin_uses_a_stock_ksampler_on_the_unpatched_model():
     import json
 
-    from scripts.workflows import API_DIR
+    from devkit.workflows import API_DIR
     from toy_world import demo
 
     api = json.loads((API_DIR / "psa_multi_profile_comparison.json").read_text())

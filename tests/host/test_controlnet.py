@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from psa_model.adapter.modules import adapter_config_for_model
-from psa_model.adapter.demo import random_adapter, random_embeddings
+from devkit.random_adapters import random_adapter, random_embeddings
 from psa_model.adapter.layer_map import architecture, match_sites
 from psa_model.adapter.patch import attach_adapter, attach_profile
 from support.reference_psa import install_reference
@@ -19,9 +19,10 @@ def controlnet(comfy_host):
     import comfy.ops
     from comfy.cldm.cldm import ControlNet
 
-    from scripts.build_fixtures import SD15_UNET, fill_parameters
+    from devkit.fixtures import fill_parameters
+    from devkit.unet_configs import SD15_TINY
 
-    config = {k: v for k, v in copy.deepcopy(SD15_UNET).items()
+    config = {k: v for k, v in copy.deepcopy(SD15_TINY).items()
               if k not in ("out_channels", "transformer_depth_output", "legacy")}
     model = ControlNet(hint_channels=3, operations=comfy.ops.disable_weight_init, **config)
     fill_parameters(model, seed=5)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from psa_model.adapter.modules import adapter_config_for_model
-from psa_model.adapter.demo import random_adapter, random_embeddings
+from devkit.random_adapters import random_adapter, random_embeddings
 from psa_model.adapter.layer_map import match_sites, architecture
 from psa_model.adapter.patch import attach_adapter, attach_profile
 from support.reference_psa import install_reference

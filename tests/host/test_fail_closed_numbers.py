@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from psa_model.adapter.demo import random_adapter, random_embeddings
+from devkit.random_adapters import random_adapter, random_embeddings
 from psa_model.adapter.layer_map import architecture, match_sites
 from psa_model.adapter.modules import adapter_config_for_model
 from psa_model.adapter.patch import PSAError, attach_adapter, attach_profile, check_denoised_finite

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from support.pack import PACK_MODULE, load_pack
+from devkit.pack_loader import PACK_MODULE, load_pack
 
 
 def test_fingerprint_follows_the_file_and_its_embedding(comfy_host, tmp_path, monkeypatch):

@@ -147,7 +147,7 @@ def test_nodes_policy_encode_nearest(tiny, tmp_path, shared_dir, monkeypatch, fi
 
     import folder_paths
 
-    from support.pack import PACK_MODULE, load_pack
+    from devkit.pack_loader import PACK_MODULE, load_pack
 
     load_pack()
     nodes_mod = importlib.import_module(f"{PACK_MODULE}.nodes.profile_encode_nodes")
@@ -186,10 +186,10 @@ def _sample_with(profile, embed_dim, checkpoint):
     import comfy.sd
 
     from psa_model.adapter.modules import adapter_config_for_model
-    from psa_model.adapter.demo import random_adapter
+    from devkit.random_adapters import random_adapter
     from psa_model.adapter.layer_map import architecture, match_sites
     from psa_model.adapter.patch import attach_adapter
-    from support.pack import PACK_MODULE
+    from devkit.pack_loader import PACK_MODULE
 
     sampler_nodes = importlib.import_module(f"{PACK_MODULE}.nodes.sampler_nodes")
     base = comfy.sd.load_checkpoint_guess_config(str(checkpoint),

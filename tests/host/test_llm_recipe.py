@@ -128,7 +128,7 @@ def test_nodes_report_recipe_and_norm(tiny, tmp_path, monkeypatch):
     import folder_paths
     import numpy as np
 
-    from support.pack import PACK_MODULE, load_pack
+    from devkit.pack_loader import PACK_MODULE, load_pack
 
     load_pack()
     encode_nodes = importlib.import_module(f"{PACK_MODULE}.nodes.profile_encode_nodes")

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from psa_model.adapter.layer_map import architecture, match_sites
 from psa_model.profiles.profile import ProfileLabel, PSAProfile
-from support.pack import load_pack, node_class
+from devkit.pack_loader import load_pack, node_class
 from support.reference_psa import install_reference, install_reference_file
 
 EMBED = 48

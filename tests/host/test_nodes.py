@@ -5,18 +5,18 @@ import pytest
 import torch
 
 from psa_model.adapter.modules import adapter_config_for_model
-from psa_model.adapter.demo import random_adapter, random_embeddings
+from devkit.random_adapters import random_adapter, random_embeddings
 from psa_model.adapter.layer_map import architecture, match_sites
 from psa_model.adapter.patch import PSAError, attach_adapter
 from psa_model.profiles.profile import ProfileLabel, PSAProfile
-import support.pack
-from support.pack import load_pack
+import devkit.pack_loader
+from devkit.pack_loader import load_pack
 
 
 @pytest.fixture(scope="module")
 def pack(comfy_host):
     load_pack()
-    return support.pack
+    return devkit.pack_loader
 
 
 @pytest.fixture(scope="module")

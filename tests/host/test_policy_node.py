@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-from support.pack import PACK_MODULE, load_pack
+from devkit.pack_loader import PACK_MODULE, load_pack
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from psa_model.adapter.demo import random_adapter
+from devkit.random_adapters import random_adapter
 from psa_model.adapter.layer_map import architecture
 from psa_model.adapter.modules import AdapterConfig
 from psa_model.formats.adapter_file import read_adapter_tensors, save_reference_bin

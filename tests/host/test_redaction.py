@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from support.pack import load_pack
+from devkit.pack_loader import load_pack
 
 PROMPT = {
     "20": {"class_type": "PSAProfilePolicy", "inputs": {

@@ -52,9 +52,9 @@ def _sigma(t: float) -> float:
     import comfy.model_sampling
     import comfy.supported_models
 
-    from scripts.build_fixtures import SD15_UNET
+    from devkit.unet_configs import SD15_TINY
 
-    ms = comfy.model_sampling.ModelSamplingDiscrete(comfy.supported_models.SD15(SD15_UNET))
+    ms = comfy.model_sampling.ModelSamplingDiscrete(comfy.supported_models.SD15(SD15_TINY))
     return float(ms.sigma(torch.tensor(float(t))))
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from psa_model.adapter.modules import adapter_config_for_model
-from psa_model.adapter.demo import random_adapter, random_embeddings
+from devkit.random_adapters import random_adapter, random_embeddings
 from psa_model.formats.adapter_file import load_adapter, read_adapter_tensors, save_native
 from psa_model.adapter.layer_map import architecture, match_sites
 from psa_model.adapter.patch import attach_adapter, attach_profile

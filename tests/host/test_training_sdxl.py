@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from psa_model.adapter.modules import adapter_config_for_model
-from psa_model.adapter.demo import random_adapter, random_embeddings
+from devkit.random_adapters import random_adapter, random_embeddings
 from psa_model.adapter.layer_map import architecture, match_sites
 from psa_model.adapter.patch import attach_adapter, attach_profile
 from support.training_helpers import make_dataset, small_config
@@ -14,7 +14,7 @@ from support.training_helpers import make_dataset, small_config
 
 @pytest.fixture(scope="module")
 def sdxl(comfy_host):
-    from scripts.build_fixtures import ensure_fixtures
+    from devkit.fixtures import ensure_fixtures
     from training.model import load_base
 
     from conftest import FIXTURE_DIR

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURE_DIR, REPO_ROOT, SHARED_DIR
-from scripts.comfy_server import ComfyServer
+from devkit.comfy_server import ComfyServer
 
 
 @pytest.fixture(scope="session")
 def server_models_dir(comfy_host, tmp_path_factory) -> Path:
     """Fixtures (incl. the full SDXL checkpoint for the SDXL workflow), demo adapters and profiles."""
-    from scripts.build_fixtures import ensure_fixtures
-    from scripts.demo_models import prepare_models_dir
+    from devkit.fixtures import ensure_fixtures
+    from devkit.demo_models import prepare_models_dir
 
     fixtures = ensure_fixtures(FIXTURE_DIR, sdxl_checkpoint=True)
     sage = SHARED_DIR / "data" if (SHARED_DIR / "data").is_dir() else None

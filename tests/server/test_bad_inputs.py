@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from scripts.comfy_server import ServerError
+from devkit.comfy_server import ServerError
 from support.hostile_world import LLM_NAME, base_prompt, load_profile, policy_profile
 
 NO_FILE = "(none: use the widgets)"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from scripts.workflows import api_to_ui, shipped_workflows, substitute
+from devkit.workflows import api_to_ui, shipped_workflows, substitute
 
 WORKFLOWS = shipped_workflows()
 FIXTURE_NAMES = {"psa_sdxl_basic": ("sdxl_tiny.safetensors", "psa_demo_sdxl.safetensors"),

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts.comfy_server import ComfyServer
+from devkit.comfy_server import ComfyServer
 from support.hostile_world import base_prompt, extra_paths_yaml, load_profile, policy_profile
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts.workflows import api_to_ui, shipped_workflows, substitute
+from devkit.workflows import api_to_ui, shipped_workflows, substitute
 from support.hostile_world import base_prompt, policy_profile
 
 SECRETS = ("Buddhism", "sexual assault", "visual impairment")  # typed into the widgets below

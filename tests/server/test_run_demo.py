@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts.comfy_server import PromptRejected
-from scripts.workflows import shipped_workflows, substitute
+from devkit.comfy_server import PromptRejected
+from devkit.workflows import shipped_workflows, substitute
 from training.comfy_host import REPO_ROOT
 
 

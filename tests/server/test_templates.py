@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from scripts.workflows import WORKFLOW_DIR, shipped_workflows
+from devkit.workflows import WORKFLOW_DIR, shipped_workflows
 
 PACK_FOLDER = "ComfyUI-PSA"  # the folder name in custom_nodes (scripts/provision.sh)
 

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from scripts.workflows import shipped_workflows, substitute
+from devkit.workflows import shipped_workflows, substitute
 from support.training_helpers import make_dataset
 from training.comfy_host import REPO_ROOT
 

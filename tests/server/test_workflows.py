@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts.comfy_server import ServerError
-from scripts.workflows import shipped_workflows, strip_meta, substitute, ui_to_api
+from devkit.comfy_server import ServerError
+from devkit.workflows import shipped_workflows, strip_meta, substitute, ui_to_api
 
 WORKFLOWS = shipped_workflows()
 FIXTURE_NAMES = {  # workflow → (checkpoint, adapter) among the fixtures

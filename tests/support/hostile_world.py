@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from psa_model.adapter.demo import random_adapter, random_embeddings
+from devkit.random_adapters import random_adapter, random_embeddings
 from psa_model.adapter.modules import AdapterConfig
 from psa_model.formats.adapter_file import save_native
 
@@ -42,7 +42,7 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def build_models_dir(root: Path, fixtures: dict[str, Path], with_llm: bool = True) -> Path:
-    from scripts.demo_models import layer_dims_from_file, write_demo_profiles
+    from devkit.demo_models import layer_dims_from_file, write_demo_profiles
 
     sd15 = fixtures[CHECKPOINT]
     _link(sd15, root / "checkpoints" / CHECKPOINT)

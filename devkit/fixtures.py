@@ -11,7 +11,7 @@ files are written by ComfyUI's own ``comfy.sd.save_checkpoint`` so its loaders a
 - ``sdxl_tiny.safetensors`` (optional, large): the SDXL UNet plus both SDXL text encoders and
   a VAE, for graphs that use ``CheckpointLoaderSimple``.
 
-Usage: ``python -m scripts.build_fixtures OUT_DIR [--sdxl-checkpoint]``. Files are rebuilt
+Usage: ``python -m devkit.fixtures OUT_DIR [--sdxl-checkpoint]``. Files are rebuilt
 only when missing or when this builder's version changes (a stamp file records it).
 """
 from __future__ import annotations
@@ -20,40 +20,18 @@ import argparse
 import copy
 import json
 import math
-import sys
 from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from training.comfy_host import import_comfy
 
-from training.comfy_host import import_comfy  # noqa: E402
+from .unet_configs import SD15_TINY, SDXL_TINY, VAE_CONFIG
 
 BUILDER_VERSION = "2"
 SD15_FILE = "sd15_tiny.safetensors"
 SDXL_UNET_FILE = "sdxl_tiny_unet.safetensors"
 SDXL_CKPT_FILE = "sdxl_tiny.safetensors"
-
-SD15_UNET = dict(
-    image_size=32, in_channels=4, out_channels=4, model_channels=320, channel_mult=[1, 1, 1, 1],
-    num_res_blocks=[2, 2, 2, 2], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_middle=1,
-    transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], context_dim=768, num_heads=8,
-    use_linear_in_transformer=False, use_spatial_transformer=True, legacy=False,
-)
-SDXL_UNET = dict(
-    image_size=32, in_channels=4, out_channels=4, model_channels=320, channel_mult=[1, 1, 1],
-    num_res_blocks=[2, 2, 2], transformer_depth=[0, 0, 2, 2, 10, 10], transformer_depth_middle=10,
-    transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], context_dim=2048, num_head_channels=64,
-    use_linear_in_transformer=True, use_spatial_transformer=True, legacy=False,
-    adm_in_channels=2816, num_classes="sequential",
-)
-VAE_CONFIG = dict(
-    double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128,
-    ch_mult=[1, 2, 4, 4], num_res_blocks=2, attn_resolutions=[], dropout=0.0,
-)
-
 
 def fill_parameters(module: torch.nn.Module, seed: int) -> None:
     """Give every parameter a finite, well-scaled value (ComfyUI's ops skip initialisation).
@@ -128,7 +106,8 @@ def _halve_file(src: Path, dst: Path, metadata: dict[str, str]) -> None:
     src.replace(dst)
 
 
-def _load_unet(sd: dict[str, torch.Tensor]):
+def load_unet(sd: dict[str, torch.Tensor]):
+    """A ComfyUI ``ModelPatcher`` of this UNet state dict, detected by its keys (fp32)."""
     import comfy.sd
 
     return comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": torch.float32})
@@ -137,7 +116,7 @@ def _load_unet(sd: dict[str, torch.Tensor]):
 def build_sd15(out: Path, seed: int = 15) -> Path:
     """SD1.5-detected single-file checkpoint (fp16 on disk)."""
     path = out / SD15_FILE
-    patcher = _load_unet({k: v.half() for k, v in _unet_state_dict(SD15_UNET, seed).items()})
+    patcher = load_unet({k: v.half() for k, v in _unet_state_dict(SD15_TINY, seed).items()})
     _save(patcher, _clip(patcher.model.model_config, seed + 1), _vae(seed + 2), path, "sd15")
     return path
 
@@ -147,7 +126,7 @@ def build_sdxl_unet(out: Path, seed: int = 21) -> Path:
     import comfy.utils
 
     path = out / SDXL_UNET_FILE
-    sd = {k: v.half().contiguous() for k, v in _unet_state_dict(SDXL_UNET, seed).items()}
+    sd = {k: v.half().contiguous() for k, v in _unet_state_dict(SDXL_TINY, seed).items()}
     tmp = path.with_suffix(".tmp")
     comfy.utils.save_torch_file(sd, str(tmp), metadata={"psa_fixture": "sdxl-unet"})
     tmp.replace(path)
@@ -157,7 +136,7 @@ def build_sdxl_unet(out: Path, seed: int = 21) -> Path:
 def build_sdxl_checkpoint(out: Path, seed: int = 21) -> Path:
     """SDXL single-file checkpoint: the tiny UNet plus full-size CLIP-L and OpenCLIP bigG."""
     path = out / SDXL_CKPT_FILE
-    patcher = _load_unet({k: v.half() for k, v in _unet_state_dict(SDXL_UNET, seed).items()})
+    patcher = load_unet({k: v.half() for k, v in _unet_state_dict(SDXL_TINY, seed).items()})
     _save(patcher, _clip(patcher.model.model_config, seed + 1), _vae(seed + 2), path, "sdxl")
     return path
 

@@ -5,7 +5,7 @@ The API twin (``workflows/api/NAME.json``, what ``/prompt`` takes) is the source
 definitions of a running server (``/object_info``), and ``ui_to_api`` reads a UI file back so
 tests can check that the two still say the same thing.
 
-    python -m scripts.workflows OBJECT_INFO_JSON   # regenerate workflows/*.json from workflows/api/
+    python -m devkit.workflows OBJECT_INFO_JSON   # regenerate workflows/*.json from workflows/api/
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Small argparse helpers shared by the scripts' command lines.
+"""Small argparse helpers shared by the entry points' and benchmarks' command lines.
 
 Mistakes end as one ``error:`` line naming the option (README: From clone to a real image).
 """

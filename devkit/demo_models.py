@@ -1,6 +1,6 @@
 """Lay out a ComfyUI models folder for the main job and the server tests.
 
-Random-weight *smoke* models only: the tiny fixtures (``scripts/build_fixtures.py``), demo PSA
+Random-weight *smoke* models only: the tiny fixtures (``devkit/fixtures.py``), demo PSA
 adapters whose layer widths are read from those files, and demo profiles. They exercise every
 code path; their images are noise by construction.
 """
@@ -15,7 +15,7 @@ import numpy as np
 from safetensors import safe_open
 
 from psa_model.adapter.modules import AdapterConfig
-from psa_model.adapter.demo import random_adapter, random_embeddings
+from devkit.random_adapters import random_adapter, random_embeddings
 from psa_model.formats.adapter_file import save_native
 from psa_model.adapter.layer_map import architecture
 

@@ -1,11 +1,16 @@
-"""Import this pack the way ComfyUI does (a package loaded by path), for host-tier node tests."""
+"""Import this pack the way ComfyUI does: a package loaded by path, under a private module name.
+
+The one loader for host-tier node tests and the toy world's library-mode runs (``nodes/`` uses
+relative imports, so the pack must be imported as a package, not module by module).
+"""
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parent.parent
 PACK_MODULE = "comfyui_psa_pack_under_test"
 
 
@@ -23,8 +28,6 @@ def load_pack():
 
 def node_class(node_id: str):
     """The pack's ``io.ComfyNode`` class with this node id, from the extension ComfyUI would register."""
-    import asyncio
-
     extension = asyncio.run(load_pack().comfy_entrypoint())
     classes = {cls.GET_SCHEMA().node_id: cls for cls in asyncio.run(extension.get_node_list())}
     return classes[node_id]

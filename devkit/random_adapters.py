@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .modules import AdapterConfig, PSAAdapter
+from psa_model.adapter.modules import AdapterConfig, PSAAdapter
 
 
 def random_adapter(config: AdapterConfig, seed: int = 0, kv_std: float = 0.05) -> PSAAdapter:
