@@ -10,11 +10,12 @@ import ast
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("psa_model", "nodes", "training", "devkit", "toy_world", "benchmarks", "scripts")
+PACKAGES = ("psa_model", "nodes", "operator_mode", "training", "devkit", "toy_world", "benchmarks", "scripts")
 # What each package must never import (the packages above it).
 FORBIDDEN = {
     "psa_model": {"nodes", "training", "devkit", "toy_world", "benchmarks", "scripts"},
     "nodes": {"devkit", "toy_world", "benchmarks", "scripts"},
+    "operator_mode": {"devkit", "toy_world", "benchmarks", "scripts"},
     "training": {"devkit", "toy_world", "benchmarks", "scripts"},
     "devkit": {"toy_world", "benchmarks", "scripts"},
     "toy_world": {"scripts"},
@@ -25,20 +26,19 @@ FORBIDDEN = {
 def imported_packages(path: Path, root: Path | None = None) -> set[str]:
     """The repository's top-level packages this file imports (absolute or relative)."""
     package = path.relative_to(root or REPO_ROOT).parts[:-1]
-    found = set()
+    absolute, relative = set(), set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
+            absolute.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            absolute.add(node.module.split(".")[0])
         elif isinstance(node, ast.ImportFrom):
-            if node.level == 0:
-                found.add(node.module.split(".")[0])
-            else:
-                base = package[:len(package) - (node.level - 1)] if node.level > 1 else package
-                target = list(base) + (node.module.split(".") if node.module else [])
-                if target:
-                    found.add(target[0])
-                else:  # ``from .. import x`` at the repository root: the names are packages
-                    found.update(alias.name for alias in node.names)
+            target = list(package[:len(package) - (node.level - 1)]) + (node.module.split(".") if node.module else [])
+            # ``from .. import x`` at the repository root imports packages by name.
+            relative.update(target[:1] or [alias.name for alias in node.names])
+    # An absolute ``nodes`` is ComfyUI's module (it comes first on sys.path); this pack's ``nodes/``
+    # is only ever imported relatively or through devkit.pack_loader.
+    found = (absolute - {"nodes"}) | relative
     return found & set(PACKAGES)
 
 
@@ -76,5 +76,7 @@ def test_the_checker_sees_function_level_and_relative_imports(tmp_path):
     folder = tmp_path / "nodes" / "sub"
     folder.mkdir(parents=True)
     (folder / "mod.py").write_text("def f():\n    from devkit.fixtures import load_unet\n\n"
-                                   "from ...scripts import run_demo\nfrom .. import folders\n")
+                                   "from ...scripts import run_demo\nfrom .. import folders\nimport nodes\n")
     assert imported_packages(folder / "mod.py", root=tmp_path) == {"devkit", "scripts", "nodes"}
+    (folder / "comfy.py").write_text("import nodes\nfrom nodes import NODE_CLASS_MAPPINGS\n")
+    assert imported_packages(folder / "comfy.py", root=tmp_path) == set()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.comfy_server import ComfyServer, free_port
+from devkit.comfy_server import ComfyServer, free_port
 from support.hostile_world import build_models_dir
 from support.operator_world import (MARKER, PASSWORDS, PROFILES, PROXY_SECRET, PROXY_SECRET_HEADER,
                                     PROXY_USER_HEADER, Caller, WsListener, apply_graph, graph, mixed_graph,
