@@ -74,7 +74,7 @@ if [ -n "${PSA_PYTHON:-}" ]; then
 else
   VENV="$CACHE/venv"
   PY="$VENV/bin/python"
-  reqs_hash=$(cat "$HOST/requirements.txt" "$ROOT/requirements.txt" "$ROOT/scripts/provision.sh" | sha256sum | cut -c1-16)
+  reqs_hash=$(cat "$HOST/requirements.txt" "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" "$ROOT/scripts/provision.sh" | sha256sum | cut -c1-16)
   if [ "$(cat "$VENV/.psa_stamp" 2>/dev/null)" != "$reqs_hash" ]; then
     step "building the venv in $VENV (torch + torchvision + ComfyUI requirements; first run takes minutes)"
     [ -x "$PY" ] || "$SYSTEM_PYTHON" -m venv "$VENV" || fail "could not create a venv with $SYSTEM_PYTHON" "install python3-venv or set PSA_SYSTEM_PYTHON"

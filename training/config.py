@@ -17,7 +17,7 @@ from pathlib import Path
 from .recipes import recipe_values
 
 
-def _opt(default, help: str, **kw):  # noqa: A002 - argparse's name
+def _opt(default, help: str, **kw):  # argparse's name
     return field(default=default, metadata={"help": help, **kw})
 
 

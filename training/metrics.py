@@ -18,7 +18,7 @@ class MetricsLog:
         self.path = Path(path)
         self.records: list[dict] = []
         if self.path.is_file():
-            self.records = [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
+            self.records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
     def truncate_after(self, step: int) -> None:
         """On resume: forget records past the checkpoint's step (they will be produced again)."""
@@ -52,11 +52,13 @@ def plot(records: list[dict], path: Path) -> None:
     ax_l.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
     if val:
         ax_l.plot([r["step"] for r in val], [r["loss"] for r in val], "o-", label="val loss")
-    ax_l.set_xlabel("step"); ax_l.set_ylabel("DPO loss"); ax_l.legend()
+    ax_l.set(xlabel="step", ylabel="DPO loss")
+    ax_l.legend()
     ax_a.plot([r["step"] for r in train], [r["accuracy"] for r in train], label="train implicit acc")
     if val:
         ax_a.plot([r["step"] for r in val], [r["accuracy"] for r in val], "o-", label="val implicit acc")
-    ax_a.set_ylim(-0.05, 1.05); ax_a.set_xlabel("step"); ax_a.set_ylabel("implicit accuracy"); ax_a.legend()
+    ax_a.set(ylim=(-0.05, 1.05), xlabel="step", ylabel="implicit accuracy")
+    ax_a.legend()
     for key, label, colour, style in BRANCHES:
         rows = [r for r in train if key in r]
         if rows:
@@ -65,7 +67,7 @@ def plot(records: list[dict], path: Path) -> None:
         if rows:
             ax_m.plot([r["step"] for r in rows], [r[key] for r in rows], style, color=colour, marker="o",
                       alpha=0.6, label=f"val {label}")
-    ax_m.set_xlabel("step"); ax_m.set_ylabel("noise-prediction MSE"); ax_m.set_title("per-branch error")
+    ax_m.set(xlabel="step", ylabel="noise-prediction MSE", title="per-branch error")
     if ax_m.lines:
         ax_m.legend(fontsize="small")
     fig.tight_layout()

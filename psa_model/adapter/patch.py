@@ -246,7 +246,7 @@ class PSAAdapterPatch(_SharedOnCopy):
         options[ADAPTER_KEY] = self
         model_patcher.model_options["transformer_options"] = options
 
-    def to(self, device):  # noqa: D401 - ComfyUI calls .to() on patch objects when moving a model
+    def to(self, device):  # ComfyUI calls .to() on patch objects when moving a model
         """User tensors move lazily with each call's activations (see ``UserConditioning.rows``)."""
         return self
 

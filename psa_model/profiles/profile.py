@@ -91,7 +91,7 @@ def combine(profiles: list[PSAProfile]) -> PSAProfile:
     dims = {p.dim for p in profiles}
     if len(dims) > 1:
         raise ProfileError(f"profiles have different embedding sizes {sorted(dims)}; they come from different encoders")
-    return PSAProfile(torch.cat([p.embeddings for p in profiles]), tuple(l for p in profiles for l in p.labels))
+    return PSAProfile(torch.cat([p.embeddings for p in profiles]), tuple(label for p in profiles for label in p.labels))
 
 
 MAX_JSON_BYTES = 1 << 20  # a profile .json is a few hundred bytes; anything over 1 MiB is not one

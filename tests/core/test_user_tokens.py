@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from psa_model.adapter.layer_map import ARCHITECTURES
 from psa_model.adapter.modules import AdapterConfig, PSAAdapter
-from psa_model.formats.adapter_file import AdapterFormatError, load_adapter, read_adapter_tensors, save_native
+from psa_model.formats.adapter_file import AdapterFormatError, load_adapter, save_native
 from psa_model.formats.convert import main as convert_main
 from support.reference_psa import reference_tokens
 

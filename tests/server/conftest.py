@@ -1,13 +1,12 @@
 """A real ComfyUI server (one per test session) with this pack and the fixtures loaded."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURE_DIR, REPO_ROOT, SHARED_DIR
+from conftest import FIXTURE_DIR, SHARED_DIR
 from devkit.comfy_server import ComfyServer
 
 
