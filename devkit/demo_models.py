@@ -18,13 +18,13 @@ from psa_model.adapter.modules import AdapterConfig
 from devkit.random_adapters import random_adapter, random_embeddings
 from psa_model.formats.adapter_file import save_native
 from psa_model.adapter.layer_map import architecture
+from psa_model.profiles.vocabulary import CATEGORIES
 
 DEMO_PROFILES = {  # name: (seed, forbidden categories) — labels for the demo, not real users
     "demo_child": (101, ["Harassment", "Hate", "Propaganda", "Self-Harm", "Sexuality", "Shocking", "Violence"]),
     "demo_teen": (102, ["Self-Harm", "Sexuality", "Violence"]),
     "demo_adult": (103, []),
 }
-CATEGORIES = ("Hate", "Harassment", "Violence", "Self-Harm", "Sexuality", "Shocking", "Propaganda")
 
 
 def layer_dims_from_file(model_file: Path, arch_name: str) -> tuple[int, ...]:

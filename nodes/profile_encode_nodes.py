@@ -24,7 +24,8 @@ from psa_model.profiles.policy import (REFERENCE_POLICY, SAGE_POLICY, apply_poli
                                       fill_category_prompt, policy_explanation)
 from psa_model.profiles.schema import (GENDERS, MENTAL_CONDITIONS, PHYSICAL_CONDITIONS, RELIGIONS, StructuredProfile,
                                       is_attribute_profile_file, load_structured_profile)
-from psa_model.profiles.profile import ProfileError, ProfileLabel, PSAProfile, load_sage_user
+from psa_model.profiles.profile import ProfileLabel, PSAProfile, load_sage_user
+from psa_model.profiles.vocabulary import ProfileError
 from psa_model.profiles.recipe import (DTYPE_CHOICES, NOTATION_CHOICES, POOLING_CHOICES, RELIGION_NONE_CHOICES,
                                       compute_dtype, recipe_from_choices)
 from psa_model.profiles.sage_nearest import nearest_sage_user

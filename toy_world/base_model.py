@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from psa_model.profiles.profile import CATEGORIES
+from psa_model.profiles.vocabulary import CATEGORIES
 
 from . import concepts, denoiser
 from .text_encoder import build_clip  # noqa: F401  (re-exported: the world builds both here)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from psa_model.profiles.profile import CATEGORIES
+from psa_model.profiles.vocabulary import CATEGORIES
 
 GRID = 8
 CELL = 8

@@ -30,7 +30,7 @@ import math
 
 import torch
 
-from psa_model.profiles.profile import CATEGORIES
+from psa_model.profiles.vocabulary import CATEGORIES
 
 from . import concepts
 from .text_encoder import code_dims, concept_index

@@ -25,7 +25,7 @@ SCALES = (0.0, 0.5, 1.0, 1.5, 2.0)
 
 
 def summarise(rows: list[dict]) -> dict:
-    from psa_model.profiles.profile import CATEGORIES
+    from psa_model.profiles.vocabulary import CATEGORIES
 
     from . import concepts
 

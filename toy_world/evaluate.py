@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from devkit.pack_loader import load_pack
-from psa_model.profiles.profile import CATEGORIES
+from psa_model.profiles.vocabulary import CATEGORIES
 
 from . import base_model, concepts, judge
 

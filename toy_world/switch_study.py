@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from psa_model.adapter.modules import UserProjection
-from psa_model.profiles.profile import CATEGORIES
+from psa_model.profiles.vocabulary import CATEGORIES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

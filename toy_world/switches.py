@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from psa_model.adapter.layer_map import LayerSite, architecture
-from psa_model.profiles.profile import CATEGORIES
+from psa_model.profiles.vocabulary import CATEGORIES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from .policy import REFERENCE_POLICY, apply_policy
-from .profile import CATEGORIES, ProfileError, read_sage_users
+from .profile import read_sage_users
+from .vocabulary import CATEGORIES, ProfileError
 from .sage_policy import DATA_FILE, POLICY_ATTRIBUTES, SagePolicy
 from .schema import GENDERS, MENTAL_CONDITIONS, PHYSICAL_CONDITIONS, RELIGIONS, StructuredProfile
 

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import torch
 
 from .schema import StructuredProfile
-from .profile import ProfileError
+from .vocabulary import ProfileError
 from .recipe import UNKNOWN, categories_text  # noqa: F401 - re-exported (older callers import them from here)
 from .recipe import PUBLISHED_RECIPE, EncodingRecipe, compute_dtype, pool, template_values
 

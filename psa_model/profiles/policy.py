@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .schema import MENTAL_CONDITIONS, StructuredProfile
-from .profile import CATEGORIES, ProfileError
+from .vocabulary import CATEGORIES, ProfileError
 
 UNSTABLE_MENTAL = tuple(m for m in MENTAL_CONDITIONS if m != "healthy")
 RESTRICTIVE_RELIGIONS = ("Islam", "Christianity", "Buddhism")

@@ -8,7 +8,6 @@ embeddings folder, and the published operating points ("levels") as presets.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -17,8 +16,9 @@ import numpy as np
 import torch
 
 from ..confine import PathEscapeError, confined_path
-
-CATEGORIES = ("Hate", "Harassment", "Violence", "Self-Harm", "Sexuality", "Shocking", "Propaganda")
+from .schema import ATTRIBUTE_KEYS, check_attribute_values
+from .vocabulary import (CATEGORIES, SAGE_EMBEDDINGS_DIR, SAGE_USERS_FILE, ProfileError,
+                         parse_category_list, read_json_file, short_repr)
 
 # docs/reference-parity.md, "Operating points": the published operating points, increasingly restrictive.
 LEVEL_PRESETS: dict[str, str] = {
@@ -29,14 +29,6 @@ LEVEL_PRESETS: dict[str, str] = {
     "level 4 (Sage user 0000742)": "0000742",
     "level 5 (Sage user 0000501)": "0000501",
 }
-SAGE_USERS_FILE = "sage_users.csv"
-SAGE_EMBEDDINGS_DIR = "sage_embeddings"
-
-
-class ProfileError(ValueError):
-    """A profile cannot be loaded or combined as asked."""
-
-
 @dataclass(frozen=True)
 class ProfileLabel:
     """What may be shown about one profile (never the raw attributes)."""
@@ -94,7 +86,6 @@ def combine(profiles: list[PSAProfile]) -> PSAProfile:
     return PSAProfile(torch.cat([p.embeddings for p in profiles]), tuple(label for p in profiles for label in p.labels))
 
 
-MAX_JSON_BYTES = 1 << 20  # a profile .json is a few hundred bytes; anything over 1 MiB is not one
 PROFILE_JSON_KEYS = ("embedding", "name", "forbidden", "allowed", "note")
 _FIX_EMBEDDING = "re-create it with numpy.save(path, vector) (float32, shape (E,)) or as a one-tensor .safetensors"
 
@@ -148,44 +139,11 @@ def _categories(values, source: str, key: str = "forbidden") -> tuple[str, ...] 
         return None
     if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
         raise ProfileError(f"{source}: '{key}' must be a list of category names such as [\"Hate\", \"Violence\"], "
-                           f"got {type(values).__name__} {_short(values)}; known: {list(CATEGORIES)}")
+                           f"got {type(values).__name__} {short_repr(values)}; known: {list(CATEGORIES)}")
     unknown = [v for v in values if v not in CATEGORIES]
     if unknown:
         raise ProfileError(f"{source}: unknown categories {unknown} in '{key}'; known: {list(CATEGORIES)}")
     return tuple(sorted(set(values), key=CATEGORIES.index))
-
-
-def _short(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def parse_category_list(text: str) -> list[str]:
-    """Sage's ``"['Hate', 'Violence']"`` cells → ``['Hate', 'Violence']``."""
-    text = text.strip()
-    if text in ("", "[]"):
-        return []
-    return [part.strip().strip("'\"") for part in text.strip("[]").split(",") if part.strip()]
-
-
-def read_json_file(path: Path, what: str = "profile JSON"):
-    """A small JSON file's content; every failure (size, encoding, syntax, nesting) is a :class:`ProfileError`."""
-    path = Path(path)
-    if not path.is_file():  # also refuses FIFOs and devices, which would block or never end
-        raise ProfileError(f"{path.name}: not a regular file; put a {what} file into models/psa_profiles")
-    try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise ProfileError(f"{path.name}: {size} bytes is too large for a {what} (limit {MAX_JSON_BYTES}); "
-                               "this is not a profile file — remove it from models/psa_profiles")
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except ProfileError:
-        raise
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        detail = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else (
-            "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:200])
-        raise ProfileError(f"{path.name}: cannot read {what} ({detail}); fix the file (UTF-8 JSON object, "
-                           "see docs/security.md) or remove it from models/psa_profiles") from None
 
 
 def load_profile_file(path: Path, roots: Sequence[Path] | None = None) -> PSAProfile:
@@ -209,8 +167,6 @@ def load_profile_file(path: Path, roots: Sequence[Path] | None = None) -> PSAPro
     if "embedding" not in spec:
         raise ProfileError(f"{source}: no 'embedding' key; attribute-only profiles need an encoder "
                            "(PSA Profile Policy → PSA Encode Profile or PSA Nearest Sage User)")
-    from .schema import ATTRIBUTE_KEYS, check_attribute_values  # noqa: PLC0415 - schema imports this module
-
     unknown = [k for k in unknown if k.strip().lower() not in ATTRIBUTE_KEYS]
     if unknown:
         raise ProfileError(f"{source}: unknown keys {unknown}; a profile file with an embedding accepts only "
@@ -218,7 +174,7 @@ def load_profile_file(path: Path, roots: Sequence[Path] | None = None) -> PSAPro
     check_attribute_values(spec, source)  # attributes beside an embedding follow the same rules
     for key in ("embedding", "name", "note"):
         if key in spec and not isinstance(spec[key], str):
-            raise ProfileError(f"{source}: '{key}' must be text, got {type(spec[key]).__name__} {_short(spec[key])}")
+            raise ProfileError(f"{source}: '{key}' must be text, got {type(spec[key]).__name__} {short_repr(spec[key])}")
     forbidden = _categories(spec.get("forbidden"), source, "forbidden")
     allowed = _categories(spec.get("allowed"), source, "allowed")
     try:

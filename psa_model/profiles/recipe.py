@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .profile import ProfileError
+from .vocabulary import ProfileError
 from .schema import StructuredProfile
 
 POOLINGS = ("mean", "sum")

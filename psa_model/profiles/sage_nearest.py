@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .schema import StructuredProfile
-from .profile import SAGE_EMBEDDINGS_DIR, SAGE_USERS_FILE, ProfileError, read_sage_users
+from .profile import read_sage_users
+from .vocabulary import ProfileError, SAGE_EMBEDDINGS_DIR, SAGE_USERS_FILE
 
 _CATEGORICAL = ("gender", "religion", "mental_condition", "physical_condition", "age_group")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .profile import CATEGORIES, ProfileError
+from .vocabulary import CATEGORIES, ProfileError
 from .schema import StructuredProfile
 
 DATA_FILE = Path(__file__).resolve().parent / "data" / "sage_policy.json"

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .profile import CATEGORIES, MAX_JSON_BYTES, ProfileError, parse_category_list, read_json_file
+from .vocabulary import CATEGORIES, MAX_JSON_BYTES, ProfileError, parse_category_list, read_json_file
 
 GENDERS = ("male", "female")
 RELIGIONS = ("None", "Christianity", "Islam", "Buddhism")

@@ -7,7 +7,8 @@ import torch
 
 from psa_model.profiles.embedding_check import PUBLISHED_NORM_RANGE, describe_with_norms, norm_report, norm_warning
 from psa_model.profiles.llm_encoder import fill_template
-from psa_model.profiles.profile import ProfileError, ProfileLabel, PSAProfile
+from psa_model.profiles.profile import ProfileLabel, PSAProfile
+from psa_model.profiles.vocabulary import ProfileError
 from psa_model.profiles.recipe import (PIPELINE_RECIPE, PUBLISHED_RECIPE, EncodingRecipe, pool, recipe_from_choices,
                                        template_values)
 from psa_model.profiles.schema import StructuredProfile

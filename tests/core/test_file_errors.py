@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import save_file
 
 from psa_model.formats.adapter_file import AdapterFormatError, load_adapter
-from psa_model.profiles.profile import PROFILE_JSON_KEYS, ProfileError, load_profile_file
+from psa_model.profiles.profile import PROFILE_JSON_KEYS, load_profile_file
+from psa_model.profiles.vocabulary import ProfileError
 from psa_model.profiles.schema import is_attribute_profile_file, load_structured_profile
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 from psa_model.formats.adapter_file import AdapterFormatError, load_adapter  # noqa: E402
 from psa_model.profiles.embedding_cache import EmbeddingCache  # noqa: E402
-from psa_model.profiles.profile import PSAProfile, ProfileError, load_profile_file  # noqa: E402
+from psa_model.profiles.profile import PSAProfile, load_profile_file  # noqa: E402
+from psa_model.profiles.vocabulary import ProfileError  # noqa: E402
 from psa_model.profiles.schema import (StructuredProfile, is_attribute_profile_file,  # noqa: E402
                                       load_structured_profile)
 

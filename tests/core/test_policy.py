@@ -7,7 +7,7 @@ import pytest
 
 from psa_model.profiles.policy import apply_policy, categories_from_answer, fill_category_prompt, policy_table
 from psa_model.profiles.schema import StructuredProfile
-from psa_model.profiles.profile import ProfileError
+from psa_model.profiles.vocabulary import ProfileError
 
 S = StructuredProfile.create
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from psa_model.profiles.schema import StructuredProfile, load_structured_profile
-from psa_model.profiles.profile import ProfileError
+from psa_model.profiles.vocabulary import ProfileError
 from psa_model.profiles.sage_nearest import nearest_sage_user, rank, read_users
 
 S = StructuredProfile.create

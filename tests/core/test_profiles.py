@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from psa_model.profiles.profile import (LEVEL_PRESETS, ProfileError, combine, load_preset, load_profile_file,
-                                load_sage_user)
+from psa_model.profiles.profile import LEVEL_PRESETS, combine, load_preset, load_profile_file, load_sage_user
+from psa_model.profiles.vocabulary import ProfileError
 
 
 def test_published_embeddings_load(shared_dir):

@@ -9,7 +9,7 @@ import pytest
 
 from psa_model.profiles.derive_sage_policy import build, cross_validate, derive, read_profiles, summary
 from psa_model.profiles.policy import SAGE_POLICY, apply_policy, policy_explanation
-from psa_model.profiles.profile import CATEGORIES, ProfileError
+from psa_model.profiles.vocabulary import CATEGORIES, ProfileError
 from psa_model.profiles.sage_policy import DATA_FILE, SagePolicy, load_sage_policy
 from psa_model.profiles.schema import StructuredProfile, age_group_for
 

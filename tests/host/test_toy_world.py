@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from psa_model.profiles.profile import CATEGORIES
+from psa_model.profiles.vocabulary import CATEGORIES
 from toy_world import concepts, judge
 
 
@@ -141,7 +141,7 @@ def test_psa_beats_the_base_in_the_small_world():
     assert sum(r["psa"] for r in permissive) >= len(permissive) - 1, permissive
 
     # the switch readout (python -m toy_world.switches) predicts what the sampler drew
-    from psa_model.profiles.profile import CATEGORIES
+    from psa_model.profiles.vocabulary import CATEGORIES
     from toy_world.switches import ON_AT, switch_levels
 
     levels = switch_levels(world.models_dir / "psa_adapters" / world.adapter,
