@@ -147,6 +147,16 @@ class _Check:
             self.refuse(node_id, "unpersonalised_sampler", "this sampler's model must come from PSA Apply Profile "
                         "(or use PSA KSampler); a sampler without your profile is not allowed", name)
 
+    def guidance(self) -> None:
+        """Every ``cfg`` is a number >= 1: below 1 the image leans towards the unconditional prediction,
+        which carries the null profile, so a negative prompt could draw unpersonalised content."""
+        for node_id, node in self.prompt.items():
+            if "cfg" in node.get("inputs", {}):
+                value = _number(node["inputs"]["cfg"])
+                if value is None or value < 1.0:
+                    self.refuse(node_id, "cfg_below_one", "cfg must be a number of at least 1: below 1 the "
+                                "negative prompt, which PSA does not personalise, shapes the image", "cfg")
+
     def personal_inputs(self) -> None:
         for node_id, node in self.prompt.items():
             if node["class_type"] not in (APPLY, PSA_KSAMPLER):
@@ -195,7 +205,8 @@ def check_and_pin(prompt: dict, user: UserPolicy, config: OperatorConfig,
 
     Admins' graphs are returned unchanged. For everyone else: every node type is in the allowed
     list, the MODEL rules above hold, profiles come from PSA Load Profile / PSA Profile Batch,
-    ``psa_scale`` is a number at least the user's minimum and the window is the whole schedule.
+    ``psa_scale`` is a number at least the user's minimum, the window is the whole schedule and
+    every ``cfg`` is at least 1.
     The copy has every PSA Load Profile set to the user's profile file, every PSA Model Patcher to
     the user's adapter (when configured) and every ``filename_prefix`` under the user's folder.
     """
@@ -205,6 +216,7 @@ def check_and_pin(prompt: dict, user: UserPolicy, config: OperatorConfig,
     if check.structure():
         check.links()
         check.personal_inputs()
+        check.guidance()
     if check.problems:
         raise PromptRefused(check.problems)
     return check.pinned()

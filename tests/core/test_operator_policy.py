@@ -259,6 +259,17 @@ def test_scale_and_window(config, field, value, reason):
     assert _reasons(config, graph) == {reason}
 
 
+@pytest.mark.parametrize("sampler", ["psa", "apply"])
+@pytest.mark.parametrize("cfg", [0.0, 0.5, ["3", 0]])
+def test_cfg_below_one_is_refused(config, sampler, cfg):
+    """Below 1 the unconditional branch (null profile, the negative prompt) shapes the image."""
+    graph = _graph(sampler)
+    graph["7"]["inputs"]["cfg"] = cfg
+    assert _reasons(config, graph) == {"cfg_below_one"}
+    graph["7"]["inputs"]["cfg"] = 1.0
+    check_and_pin(graph, config.users["alice"], config, SIGNATURES)
+
+
 def test_minimum_is_per_user(config):
     graph = _graph("psa")
     graph["7"]["inputs"]["psa_scale"] = 0.6

@@ -118,6 +118,7 @@ ATTACKS = {
     "LoRA after the patcher": (lambda: apply_graph(lora_after_patcher=True), "11",
                                "psa_operator_model_changed_after_psa"),
     "narrowed window": (lambda: graph(end_percent=0.3), "7", "psa_operator_window_narrowed"),
+    "cfg 0 (negative prompt, null profile)": (lambda: graph(cfg=0.0), "7", "psa_operator_cfg_below_one"),
     "Sage user as profile": (lambda: dict(graph(), **{"5": {"class_type": "PSASageUser", "inputs": {"user_id": 1}}}),
                              "5", "psa_operator_node_not_allowed"),
 }

@@ -1,5 +1,5 @@
 """Operator-mode test helpers: a configuration with two users and an admin, an HTTP caller that sends
-credentials, a websocket listener, and the prompts the attacks send (tiny model, 64 px, 2 steps)."""
+credentials, a websocket listener, and the prompts the attacks send (tiny model, 64 px, 1 step)."""
 from __future__ import annotations
 
 import asyncio
@@ -128,7 +128,7 @@ class Caller:
 
 def graph(profile: str = "demo_adult.json", seed: int = 1, **changes) -> dict:
     """PSA KSampler graph (nodes 1-9, profile in node 5); ``changes`` set node 7's inputs."""
-    prompt = base_prompt(adapter="psa_a.safetensors", profile=load_profile(profile), seed=seed, prefix="mine")
+    prompt = base_prompt(adapter="psa_a.safetensors", profile=load_profile(profile), seed=seed, prefix="mine", steps=1)
     prompt["3"]["inputs"]["text"] = MARKER
     prompt["7"]["inputs"].update(changes)
     return prompt
