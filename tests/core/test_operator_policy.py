@@ -347,3 +347,13 @@ def test_operator_mode_is_off_without_the_environment_variable(monkeypatch):
     assert install_from_environment() is False
     monkeypatch.setenv("PSA_OPERATOR_CONFIG", "  ")
     assert install_from_environment() is False
+
+
+def test_operator_mode_that_cannot_be_installed_stops_the_process(monkeypatch, tmp_path):
+    """Outside a running ComfyUI there is no PromptServer to hook: configured, that must end the process."""
+    from operator_mode import install_from_environment
+
+    monkeypatch.setenv("PSA_OPERATOR_CONFIG", str(tmp_path / "operator.toml"))
+    with pytest.raises(SystemExit) as stopped:
+        install_from_environment()
+    assert stopped.value.code == 3
