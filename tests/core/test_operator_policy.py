@@ -350,9 +350,14 @@ def test_operator_mode_is_off_without_the_environment_variable(monkeypatch):
 
 
 def test_operator_mode_that_cannot_be_installed_stops_the_process(monkeypatch, tmp_path):
-    """Outside a running ComfyUI there is no PromptServer to hook: configured, that must end the process."""
+    """Without a PromptServer to hook (here: a ``server`` module without one), a configured operator mode
+    must end the process rather than let ComfyUI serve unchecked prompts."""
+    import sys
+    import types
+
     from operator_mode import install_from_environment
 
+    monkeypatch.setitem(sys.modules, "server", types.ModuleType("server"))
     monkeypatch.setenv("PSA_OPERATOR_CONFIG", str(tmp_path / "operator.toml"))
     with pytest.raises(SystemExit) as stopped:
         install_from_environment()

@@ -147,10 +147,15 @@ def test_bobs_profile_is_pinned_to_alices_own(users, reference, path):
 
 
 def test_stock_sampler_on_psa_apply_profile_runs_pinned(users, reference):
-    """PSA Apply Profile + a stock KSampler is allowed; the profile is still Alice's."""
-    alice = users["alice"]
-    entry = alice.wait(alice.submit(apply_graph(seed=3)))
-    root = users["root"]
+    """PSA Apply Profile + a stock KSampler is allowed; the profile is still Alice's; Bob's /queue never shows it."""
+    alice, root = users["alice"], users["root"]
+    prompt_id = alice.submit(apply_graph(seed=3))  # a new sampler run: it stays in the queue for a while
+    views = {name: {item[1] for items in users[name].get("/queue")[1].values() for item in items}
+             for name in ("alice", "bob", "root")}  # in this order: an entry root still sees was there before
+    assert prompt_id not in views["bob"]
+    if prompt_id in views["root"]:
+        assert prompt_id in views["alice"]
+    entry = alice.wait(prompt_id)
     direct = apply_graph(seed=3)
     direct["5"]["inputs"]["profile_name"] = PROFILES["alice"]
     assert np.array_equal(alice.pixels(entry), root.pixels(root.wait(root.submit(direct))))
