@@ -40,7 +40,7 @@ def bench_adapter_load(quick: bool, work: Path) -> dict:
     for arch in (["sd15"] if quick else ["sd15", "sdxl"]):
         unet = models.meta_unet(arch)
         config = AdapterConfig(arch=arch, layer_dims=architecture(arch).reference_inner_dims,
-                               embed_dim=models.EMBED_DIM)
+                               embed_dim=models.REFERENCE_EMBED_DIM)
         adapter = random_adapter(config, seed=1)
         params = sum(p.numel() for p in adapter.parameters())
         files = {"native": work / f"psa_{arch}.safetensors", "reference_bin": work / f"psa_{arch}.bin"}

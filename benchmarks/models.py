@@ -21,11 +21,10 @@ import torch
 from devkit.random_adapters import random_adapter, random_embeddings
 from devkit.unet_configs import SD15_FULL, SDXL_FULL, sd15_config
 from psa_model.adapter.layer_map import architecture, match_sites
-from psa_model.adapter.modules import PSAAdapter, adapter_config_for_model
+from psa_model.adapter.modules import REFERENCE_EMBED_DIM, PSAAdapter, adapter_config_for_model
 from psa_model.adapter.patch import attach_adapter, attach_profile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-EMBED_DIM = 3584  # the published adapters' embedding size (Qwen2.5-7B hidden size)
 
 
 def _patcher(model_config_cls, unet_config: dict, device: str | None = None, seed: int = 0):
@@ -88,12 +87,12 @@ def conditioning(arch: str, seed: int = 7) -> tuple[list, list]:
 def adapter_for(model, arch: str, user_tokens: int = 1, seed: int = 3) -> PSAAdapter:
     """A random adapter whose layer widths are the model's (reference embedding size 3584)."""
     sites = match_sites(architecture(arch), model.get_model_object("diffusion_model"))
-    return random_adapter(adapter_config_for_model(arch, sites, embed_dim=EMBED_DIM, user_tokens=user_tokens),
+    return random_adapter(adapter_config_for_model(arch, sites, embed_dim=REFERENCE_EMBED_DIM, user_tokens=user_tokens),
                           seed=seed)
 
 
 def profiles(count: int, seed: int = 5) -> torch.Tensor:
-    return random_embeddings(count, EMBED_DIM, seed=seed)
+    return random_embeddings(count, REFERENCE_EMBED_DIM, seed=seed)
 
 
 def psa_model(base, adapter: PSAAdapter, embeddings: torch.Tensor, scale: float = 1.0):

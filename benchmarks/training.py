@@ -1,4 +1,4 @@
-"""Training performance, measured side by side on CPU (README: Training, measured performance).
+"""Training performance, measured side by side on CPU (README: Training, "Performance").
 
 1. ``memory``/``time``: Diffusion-DPO steps on a full-size SD1.5-shaped UNet (random weights,
    860 M parameters, small latents) in two layouts:
@@ -99,7 +99,7 @@ def step_worker(layout: str, steps: int, malloc: str) -> dict:
     import_comfy(force_cpu=True)
     import comfy.sd  # noqa: F401 - imported before the baseline is read
     runtime_mib = PeakRSS.current()  # Python + torch + ComfyUI, before any model exists
-    from psa_model.adapter.modules import PSAAdapter, adapter_config_for_model
+    from psa_model.adapter.modules import REFERENCE_EMBED_DIM, PSAAdapter, adapter_config_for_model
     from psa_model.adapter.layer_map import architecture, match_sites
     from psa_model.adapter.patch import UserConditioning
     from training.loss import dpo_loss_from_predictions
@@ -108,7 +108,7 @@ def step_worker(layout: str, steps: int, malloc: str) -> dict:
     base = _full_size_model()
     reference = _full_size_model() if layout in ("copy", "both") else None
     sites = match_sites(architecture("sd15"), base.get_model_object("diffusion_model"))
-    adapter = PSAAdapter(adapter_config_for_model("sd15", sites, embed_dim=3584))
+    adapter = PSAAdapter(adapter_config_for_model("sd15", sites, embed_dim=REFERENCE_EMBED_DIM))
     patched = patch_model(base, adapter)  # the trainer's own set-up: UNet frozen, adapter trainable
     if reference is not None:
         reference.model.diffusion_model.requires_grad_(False)
@@ -120,7 +120,7 @@ def step_worker(layout: str, steps: int, malloc: str) -> dict:
         sigma = torch.full((2,), 2.0)
         noise = torch.randn(2, 4, 16, 16, generator=gen)
         conds = {"c_crossattn": torch.randn(2, 77, 768, generator=gen)}
-        emb = torch.randn(2, 3584, generator=gen)
+        emb = torch.randn(2, REFERENCE_EMBED_DIM, generator=gen)
         started = time.perf_counter()
         with torch.no_grad():  # reference first, as the trainer does (Trainer.predictions)
             if kind == "shared":

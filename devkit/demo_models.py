@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from safetensors import safe_open
 
-from psa_model.adapter.modules import AdapterConfig
+from psa_model.adapter.modules import REFERENCE_EMBED_DIM, AdapterConfig
 from devkit.random_adapters import random_adapter, random_embeddings
 from psa_model.formats.adapter_file import save_native
 from psa_model.adapter.layer_map import architecture
@@ -55,7 +55,7 @@ def write_demo_adapter(model_file: Path, arch_name: str, out: Path, seed: int) -
     return out
 
 
-def write_demo_profiles(folder: Path, dim: int = 3584) -> list[str]:
+def write_demo_profiles(folder: Path, dim: int = REFERENCE_EMBED_DIM) -> list[str]:
     """Demo profiles: ``{name}.npy`` embeddings and ``{name}.json`` files with their labels."""
     folder.mkdir(parents=True, exist_ok=True)
     names = []

@@ -5,16 +5,18 @@ Registered with ComfyUI's ``folder_paths`` so ``extra_model_paths.yaml`` entries
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import folder_paths
 
+from psa_model.profiles.vocabulary import MAX_JSON_BYTES, SAGE_EMBEDDINGS_DIR
+
 ADAPTERS = "psa_adapters"
 PROFILES = "psa_profiles"
 ADAPTER_EXTENSIONS = {".safetensors", ".bin"}
 PROFILE_EXTENSIONS = {".npy", ".json", ".safetensors"}
-SAGE_EMBEDDINGS_DIR = "sage_embeddings"
 
 
 def register() -> None:
@@ -121,9 +123,7 @@ def file_fingerprint(folder: str, name: str) -> str:
             return f"missing:{name}"
         path = Path(path)
         key = f"{name}:{_stat_key(path)}"
-        if path.suffix == ".json" and path.is_file() and path.stat().st_size <= (1 << 20):
-            import json
-
+        if path.suffix == ".json" and path.is_file() and path.stat().st_size <= MAX_JSON_BYTES:
             data = json.loads(path.read_bytes().decode("utf-8"))
             if isinstance(data, dict) and isinstance(data.get("embedding"), str):
                 key += f"|{_stat_key(path.parent / data['embedding'])}"

@@ -1,4 +1,4 @@
-"""Profiles from attributes (issue 5): attributes + policy → spec; spec → PSA_PROFILE by LLM or nearest Sage user.
+"""Profiles from attributes (README, the section of that name): attributes + policy → spec; spec → PSA_PROFILE by LLM or nearest Sage user.
 
 ``PSA Profile Policy`` validates the attributes and decides the forbidden categories (the Sage
 policy, the rule policy, explicit, or later by an LLM), showing them as text; it outputs a
@@ -16,6 +16,7 @@ from pathlib import Path
 import folder_paths
 from comfy_api.latest import io
 
+from psa_model.adapter.modules import REFERENCE_EMBED_DIM
 from psa_model.confine import PathEscapeError, under_roots
 from psa_model.profiles.embedding_cache import EmbeddingCache, encode_with_cache
 from psa_model.profiles.embedding_check import encoding_summary
@@ -41,7 +42,7 @@ NOT_GIVEN = "(not given)"
 NO_FILE = "(none: use the widgets)"
 DEFAULT_TEMPLATE_NAME = "(project default wording)"
 # Saved workflows store these strings: add new ones, never rename. The first is the default.
-SOURCES = ("Sage policy", "rule policy", "explicit / from file", "LLM (needs PSA Encode Profile + category prompt)")
+SOURCES = (SAGE_POLICY, "rule policy", "explicit / from file", "LLM (needs PSA Encode Profile + category prompt)")
 SOURCE_POLICIES = {SOURCES[0]: SAGE_POLICY, SOURCES[1]: REFERENCE_POLICY}
 EXPLICIT = SOURCES[2]
 CACHE_DIR_NAME = "psa_embedding_cache"
@@ -222,7 +223,8 @@ class PSAEncodeProfileLLM(io.ComfyNode):
             category=CATEGORY,
             description=("Encodes a profile spec with a local LLM by the published recipe (template → chat template → "
                          "mean of the last hidden states in the model's dtype; categories as Python lists). Offline "
-                         "only; the published adapters need Qwen2.5-7B-Instruct (3584) and the reference template. "
+                         f"only; the published adapters need Qwen2.5-7B-Instruct ({REFERENCE_EMBED_DIM}) and the "
+                         "reference template. "
                          "The summary lists the recipe and the embedding's norm. Results are cached on disk per "
                          "recipe."),
             inputs=[
@@ -232,9 +234,9 @@ class PSAEncodeProfileLLM(io.ComfyNode):
                 io.Combo.Input("template", options=template_files(),
                                tooltip="Profile text template (.txt in the LLM folders) with <<AGE>> <<AGE_GROUP>> "
                                        "<<GENDER>> <<RELIGION>> <<MENTAL>> <<PHYSICAL>> <<BANNED>> <<ALLOWED>>."),
-                io.Int.Input("embedding_size", default=3584, min=0, max=65536,
-                             tooltip="The adapter's embedding size (3584 for the published adapters); 0 = do not "
-                                     "check."),
+                io.Int.Input("embedding_size", default=REFERENCE_EMBED_DIM, min=0, max=65536,
+                             tooltip=f"The adapter's embedding size ({REFERENCE_EMBED_DIM} for the published "
+                                     "adapters); 0 = do not check."),
                 io.Combo.Input("cache", options=["use", "refresh", "off"],
                                tooltip="use: reuse embeddings computed before; refresh: recompute and overwrite; "
                                        "off: no cache."),

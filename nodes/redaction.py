@@ -7,15 +7,16 @@ ComfyUI's two graph formats (no ComfyUI import):
   replaced by :data:`REDACTED`; when the input is a link, every literal input of the node it
   comes from (e.g. a primitive node holding the age) is replaced too;
 - the UI workflow ``{"nodes": [...], "links": [...]}`` (and the subgraphs in ``definitions``):
-  the sensitive nodes' ``widgets_values`` are replaced (all but the non-personal choices), and so
-  are the widget values of nodes linked into their sensitive inputs.
+  the sensitive nodes' ``widgets_values`` are replaced (all but the non-personal choices, which the
+  caller passes in as read from PSA Profile Policy itself), and so are the widget values of nodes
+  linked into their sensitive inputs.
 
 The inputs are copied, never changed in place (the same objects go on to the history).
 """
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Collection
 
 REDACTED = "<redacted>"
 
@@ -26,8 +27,7 @@ SENSITIVE_INPUTS: dict[str, tuple[str, ...]] = {
     "PSASageUser": ("user_id",),
 }
 # UI widget values kept as they are: PSA Profile Policy's file choice (first widget) and its
-# forbidden_source choice (recognised by value, so the position does not matter).
-_SOURCE_CHOICES = ("rule policy", "explicit / from file", "LLM (needs PSA Encode Profile + category prompt)")
+# forbidden_source choice (recognised by value among the node's choices, so the position does not matter).
 
 
 def redact_prompt(prompt: dict | None) -> dict | None:
@@ -55,18 +55,18 @@ def redact_prompt(prompt: dict | None) -> dict | None:
     return out
 
 
-def _redact_widgets(node: dict) -> None:
+def _redact_widgets(node: dict, kept_choices: Collection[str]) -> None:
     policy = node.get("type") == "PSAProfilePolicy"
     values = node.get("widgets_values")
     if isinstance(values, dict):
         node["widgets_values"] = {k: (v if policy and k in ("profile_file", "forbidden_source") else REDACTED)
                                   for k, v in values.items()}
     elif isinstance(values, list):
-        node["widgets_values"] = [v if policy and (i == 0 or v in _SOURCE_CHOICES) else REDACTED
+        node["widgets_values"] = [v if policy and (i == 0 or v in kept_choices) else REDACTED
                                   for i, v in enumerate(values)]
 
 
-def _redact_graph(graph: dict) -> None:
+def _redact_graph(graph: dict, kept_choices: Collection[str]) -> None:
     nodes = [n for n in graph.get("nodes") or [] if isinstance(n, dict)]
     by_id = {n.get("id"): n for n in nodes}
     link_origin: dict[Any, Any] = {}
@@ -79,28 +79,32 @@ def _redact_graph(graph: dict) -> None:
         kind = node.get("type")
         if kind not in SENSITIVE_INPUTS:
             continue
-        _redact_widgets(node)
+        _redact_widgets(node, kept_choices)
         for slot in node.get("inputs") or []:
             if isinstance(slot, dict) and slot.get("name") in SENSITIVE_INPUTS[kind] and slot.get("link") is not None:
                 origin = by_id.get(link_origin.get(slot["link"]))
                 if origin is not None:
-                    _redact_widgets(origin)
+                    _redact_widgets(origin, kept_choices)
     for sub in (graph.get("definitions") or {}).get("subgraphs") or []:
         if isinstance(sub, dict):
-            _redact_graph(sub)
+            _redact_graph(sub, kept_choices)
 
 
-def redact_workflow(workflow: dict | None) -> dict | None:
-    """A copy of a UI-format workflow with the sensitive widget values replaced."""
+def redact_workflow(workflow: dict | None, kept_choices: Collection[str]) -> dict | None:
+    """A copy of a UI-format workflow with the sensitive widget values replaced.
+
+    ``kept_choices``: PSA Profile Policy's ``forbidden_source`` choices, kept wherever they occur in
+    its widget values (they say how categories are decided, nothing about the person).
+    """
     if not isinstance(workflow, dict):
         return workflow
     out = copy.deepcopy(workflow)
-    _redact_graph(out)
+    _redact_graph(out, frozenset(kept_choices))
     return out
 
 
-def redact_extra_pnginfo(extra: dict | None) -> dict | None:
-    """``extra_pnginfo`` (``{"workflow": ..., ...}``) with the workflow redacted."""
+def redact_extra_pnginfo(extra: dict | None, kept_choices: Collection[str]) -> dict | None:
+    """``extra_pnginfo`` (``{"workflow": ..., ...}``) with the workflow redacted (see :func:`redact_workflow`)."""
     if not isinstance(extra, dict):
         return extra
-    return {k: (redact_workflow(v) if k == "workflow" else copy.deepcopy(v)) for k, v in extra.items()}
+    return {k: (redact_workflow(v, kept_choices) if k == "workflow" else copy.deepcopy(v)) for k, v in extra.items()}

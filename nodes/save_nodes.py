@@ -11,7 +11,14 @@ import nodes as comfy_nodes
 from comfy_api.latest import io
 
 from .adapter_nodes import CATEGORY
+from .profile_encode_nodes import PSAProfilePolicy
 from .redaction import redact_extra_pnginfo, redact_prompt
+
+
+def policy_source_choices() -> tuple[str, ...]:
+    """PSA Profile Policy's ``forbidden_source`` choices, read from the node's own schema (never a copy)."""
+    (source,) = [i for i in PSAProfilePolicy.define_schema().inputs if i.id == "forbidden_source"]
+    return tuple(source.options)
 
 
 class PSASaveImageRedacted(io.ComfyNode):
@@ -39,7 +46,8 @@ class PSASaveImageRedacted(io.ComfyNode):
     @classmethod
     def execute(cls, images, filename_prefix: str = "PSA") -> io.NodeOutput:
         saved = comfy_nodes.SaveImage().save_images(images, filename_prefix, prompt=redact_prompt(cls.hidden.prompt),
-                                                    extra_pnginfo=redact_extra_pnginfo(cls.hidden.extra_pnginfo))
+                                                    extra_pnginfo=redact_extra_pnginfo(cls.hidden.extra_pnginfo,
+                                                                                       policy_source_choices()))
         return io.NodeOutput(ui=saved["ui"])
 
 

@@ -13,18 +13,18 @@ from pathlib import Path
 
 import torch
 
+from ..adapter.modules import REFERENCE_EMBED_DIM
 from .embedding_cache import model_identity, template_hash
 from .profile import PSAProfile
 from .recipe import EncodingRecipe, compute_dtype
 
-PUBLISHED_DIM = 3584
 PUBLISHED_NORM = 138.45  # mean of the two published files' norms (137.93, 138.97)
 PUBLISHED_NORM_RANGE = (PUBLISHED_NORM / 2, PUBLISHED_NORM * 2)
 
 
 def norm_warning(norm: float, dim: int) -> str | None:
     """A sentence when an embedding of size ``dim`` with this norm is off the published range, else None."""
-    if dim != PUBLISHED_DIM:
+    if dim != REFERENCE_EMBED_DIM:
         return None
     low, high = PUBLISHED_NORM_RANGE
     if low <= norm <= high:
@@ -44,7 +44,7 @@ def norm_report(embeddings: torch.Tensor, names: list[str] | None = None) -> str
     lines = []
     for name, vector in zip(names, embeddings):
         norm = float(vector.norm())
-        if dim == PUBLISHED_DIM:
+        if dim == REFERENCE_EMBED_DIM:
             low, high = PUBLISHED_NORM_RANGE
             reference = f"published ≈{PUBLISHED_NORM:.0f}, range {low:.0f}–{high:.0f}"
         else:

@@ -21,7 +21,8 @@ from typing import Callable, Sequence
 import torch
 
 from .schema import StructuredProfile
-from .vocabulary import ProfileError
+from ..adapter.modules import REFERENCE_EMBED_DIM
+from .vocabulary import MAX_JSON_BYTES, ProfileError
 from .recipe import UNKNOWN, categories_text  # noqa: F401 - re-exported (older callers import them from here)
 from .recipe import PUBLISHED_RECIPE, EncodingRecipe, compute_dtype, pool, template_values
 
@@ -42,7 +43,7 @@ def load_template(path: Path | None = None) -> str:
     if not path.is_file():
         raise LLMEncoderError(f"profile template file not found: {path}")
     try:
-        if path.stat().st_size > 1 << 20:
+        if path.stat().st_size > MAX_JSON_BYTES:
             raise LLMEncoderError(f"{path.name}: a profile template over 1 MiB is not one; remove it from the "
                                   "LLM folder")
         text = path.read_bytes().decode("utf-8")
@@ -109,7 +110,7 @@ def check_model_folder(folder: Path, expected_dim: int | None = None) -> int:
     size = hidden_size(read_config(folder))
     if expected_dim and size != expected_dim:
         raise LLMEncoderError(f"{Path(folder).name} has hidden size {size}, but the adapter expects embeddings of "
-                              f"size {expected_dim} (the published adapters: 3584 = Qwen2.5-7B-Instruct)")
+                              f"size {expected_dim} (the published adapters: {REFERENCE_EMBED_DIM} = Qwen2.5-7B-Instruct)")
     return size
 
 

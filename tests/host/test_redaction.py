@@ -1,4 +1,4 @@
-"""Redaction of profile attributes from saved-image metadata (issue 11 item 8), on plain dictionaries."""
+"""Redaction of profile attributes from saved-image metadata (docs/security.md, "Privacy"), on plain dictionaries."""
 from __future__ import annotations
 
 import json
@@ -27,6 +27,7 @@ WORKFLOW = {
     "definitions": {"subgraphs": [{"nodes": [{"id": 5, "type": "PSASageUser", "widgets_values": [4711]}],
                                    "links": []}]},
 }
+SOURCES = ("Sage policy", "rule policy", "explicit / from file", "LLM (needs PSA Encode Profile + category prompt)")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def test_prompt_inputs_and_linked_primitives_are_redacted(redaction):
 
 
 def test_workflow_widgets_links_and_subgraphs_are_redacted(redaction):
-    out = redaction.redact_extra_pnginfo({"workflow": WORKFLOW, "other": {"x": 1}})
+    out = redaction.redact_extra_pnginfo({"workflow": WORKFLOW, "other": {"x": 1}}, SOURCES)
     text = json.dumps(out["workflow"])
     for secret in ("female", "Islam", "war", "4711", "71", "Hate"):
         assert secret not in text
@@ -63,5 +64,19 @@ def test_workflow_widgets_links_and_subgraphs_are_redacted(redaction):
 @pytest.mark.parametrize("value", [None, [], "text", {"nodes": "not a list"}])
 def test_odd_metadata_never_raises(redaction, value):
     redaction.redact_prompt(value)
-    redaction.redact_workflow(value)
-    redaction.redact_extra_pnginfo(value if not isinstance(value, dict) else {"workflow": value})
+    redaction.redact_workflow(value, SOURCES)
+    redaction.redact_extra_pnginfo(value if not isinstance(value, dict) else {"workflow": value}, SOURCES)
+
+
+def test_the_saver_keeps_every_choice_the_policy_node_offers(redaction):
+    """PSA Save Image (redacted) reads the kept choices from PSA Profile Policy (every one, the default first)."""
+    load_pack()
+    import importlib
+
+    save_nodes = importlib.import_module("comfyui_psa_pack_under_test.nodes.save_nodes")
+    assert save_nodes.policy_source_choices() == SOURCES
+    workflow = {"nodes": [{"id": 1, "type": "PSAProfilePolicy", "widgets_values": ["(none: use the widgets)", 30,
+                                                                                   "male", source, "Hate"]}
+                          for source in SOURCES], "links": []}
+    out = redaction.redact_workflow(workflow, save_nodes.policy_source_choices())
+    assert [n["widgets_values"][3] for n in out["nodes"]] == list(SOURCES)

@@ -1,4 +1,4 @@
-"""Privacy (issue 11 item 8): attributes and embedding numbers stay out of PNG metadata and the log.
+"""Privacy (docs/security.md, "Privacy"): attributes and embedding numbers stay out of PNG metadata and the log.
 
 The redacted route: attributes typed into PSA Profile Policy (one of them through a linked
 primitive node) → PSA Save Image (redacted). The same prompt also saves through ComfyUI's Save
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from devkit.workflows import api_to_ui, shipped_workflows, substitute
+from devkit.workflows import api_to_ui, shipped_workflows, substitute, ui_to_api
 from support.hostile_world import base_prompt, policy_profile
 
 SECRETS = ("Buddhism", "sexual assault", "visual impairment")  # typed into the widgets below
@@ -105,3 +105,65 @@ def test_shipped_workflow_images_carry_no_attributes(name, hostile_server, hosti
         assert not leaked, f"{name}: {leaked} in the PNG metadata"
     log = hostile_server.log_text()[log_start:]
     assert not [s for s in (*VOCABULARY, *numbers) if s in log]
+
+
+# The inputs PSA Save Image (redacted) must blank (docs/security.md, "Privacy"); every other widget keeps its value.
+SENSITIVE = {"PSAProfilePolicy": {"age", "gender", "religion", "mental_condition", "physical_condition", "forbidden"},
+             "PSASageUser": {"user_id"}}
+
+
+def _widget_problems(api: dict, object_info: dict) -> list[str]:
+    """Each literal input that would not validate against ``/object_info`` (a sensitive one must be redacted)."""
+    problems = []
+    for node_id, node in api.items():
+        info = object_info[node["class_type"]]["input"]
+        specs = {**info.get("required", {}), **info.get("optional", {})}
+        for name, value in node["inputs"].items():
+            if isinstance(value, list):  # a link
+                continue
+            where = f"{node['class_type']} #{node_id} {name}={value!r}"
+            if name in SENSITIVE.get(node["class_type"], ()):
+                if value != "<redacted>":
+                    problems.append(f"{where}: not redacted")
+                continue
+            kind, options = specs[name][0], (specs[name][1] if len(specs[name]) > 1 else {})
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if isinstance(kind, list) or kind == "COMBO":
+                ok = value in (kind if isinstance(kind, list) else options.get("options", []))
+            elif kind in ("INT", "FLOAT"):
+                ok = number and (kind == "FLOAT" or float(value).is_integer()) and \
+                    options.get("min", value) <= value <= options.get("max", value)
+            elif kind == "STRING":
+                ok = isinstance(value, str)
+            elif kind == "BOOLEAN":
+                ok = isinstance(value, bool)
+            else:
+                ok = True
+            if not ok:
+                problems.append(f"{where}: not a valid {kind}")
+    return problems
+
+
+@pytest.mark.parametrize("name", sorted(shipped_workflows()))
+def test_redacted_image_reopens_with_valid_widgets(name, hostile_server):
+    """Each shipped graph, plus one PSA Profile Policy per forbidden_source choice the node offers, saved
+    through PSA Save Image (redacted) and reopened from the PNG: the sensitive widgets read <redacted>,
+    every other widget value still validates against the server's /object_info."""
+    object_info = hostile_server.get_json("/object_info")
+    source = object_info["PSAProfilePolicy"]["input"]["required"]["forbidden_source"]
+    choices = source[0] if isinstance(source[0], list) else source[1]["options"]
+    assert len(choices) >= 4
+    api = substitute(json.loads(shipped_workflows()[name][1].read_text()), "sd15_tiny.safetensors",
+                     "psa_a.safetensors", PROFILES, 64, steps=2)
+    for i, choice in enumerate(choices):  # not linked to an output: saved in the workflow, never run
+        api[f"9{i}0"] = policy_profile(forbidden_source=choice)["20"]
+    (images,) = [node["inputs"]["images"] for node in api.values() if node["class_type"] == "SaveImage"][:1]
+    api["999"] = {"class_type": "PSASaveImageRedacted", "inputs": {"images": images, "filename_prefix": "psa_reopen"}}
+    body = {"prompt": api, "client_id": hostile_server.client_id,
+            "extra_data": {"extra_pnginfo": {"workflow": api_to_ui(api, object_info)}}}
+    entry = hostile_server.wait(hostile_server.post_json("/prompt", body)["prompt_id"], timeout=900)
+    png = _images_by_node(hostile_server, entry)["999"][0]
+    reopened = ui_to_api(json.loads(_text_chunks(png)["workflow"]), object_info)
+    assert {n["inputs"]["forbidden_source"] for n in reopened.values() if n["class_type"] == "PSAProfilePolicy"} \
+        == set(choices)
+    assert _widget_problems(reopened, object_info) == []
