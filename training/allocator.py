@@ -1,4 +1,4 @@
-"""glibc malloc settings for CPU training (issue 4, "Performance").
+"""glibc malloc settings for CPU training (README: Training, "Performance").
 
 A training step frees and re-allocates activations of the same sizes every step. With glibc's
 defaults, blocks above the (adaptive) mmap threshold are unmapped on free and the top of the

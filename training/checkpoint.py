@@ -1,4 +1,4 @@
-"""Resumable checkpoints written atomically (issue: "checkpoints every N steps", "Bad input").
+"""Resumable checkpoints written atomically (README: Training).
 
 A checkpoint is a folder ``step_{N}`` with ``adapter.safetensors`` (native format) and
 ``state.pt`` (optimizer, scheduler, RNG states, step, data-order state, run fingerprint). It is

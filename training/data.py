@@ -103,7 +103,7 @@ def _read_metadata(root: Path) -> list[tuple[int, dict]]:
 
 def load_split(root: str | Path, embeddings_dir: str | Path, skip_missing: bool = False,
                expected_dim: int | None = None) -> SageDataset:
-    """Validate every record of a split before any training (issue: "Data").
+    """Validate every record of a split before any training (README: Training).
 
     Missing images / embeddings are counted; unless ``skip_missing`` the run stops with a
     report. Unreadable, zero, non-finite or wrongly-sized embeddings always stop the run.

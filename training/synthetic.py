@@ -1,4 +1,4 @@
-"""Small synthetic Sage-format data sets whose preferences CONFLICT across users (issue item 9).
+"""Small synthetic Sage-format data sets whose preferences CONFLICT across users (README: Training; the proof in ``scripts/proof_learning.py``).
 
 For every caption there are two drawings: a "safe" variant X and an "explicit" variant Y of a
 content category K. A user who forbids K prefers X (chosen = X, rejected = Y); a user who

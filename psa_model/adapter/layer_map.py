@@ -122,8 +122,9 @@ def find_cross_attention_sites(diffusion_model: torch.nn.Module) -> dict[LayerSi
 def match_sites(arch: Architecture, diffusion_model: torch.nn.Module) -> dict[LayerSite, torch.nn.Module]:
     """The model's cross-attention modules in adapter order; raise if the two do not match.
 
-    Fail-closed (issue: "the adapter cannot reach every layer it has"): every adapter layer must
-    exist in the model and every cross-attention layer of the model must be covered.
+    Fail-closed (README: Nodes, PSA Model Patcher): an adapter that cannot reach every layer it has
+    is refused. Every adapter layer must exist in the model and every cross-attention layer of the
+    model must be covered.
     """
     found = find_cross_attention_sites(diffusion_model)
     wanted = set(arch.sites)

@@ -1,4 +1,4 @@
-"""Derive the Sage policy from the Sage users and report how well both policies agree with them (issue 13).
+"""Derive the Sage policy from the Sage users and report how well both policies agree with them (docs/sage_policy.md).
 
     python -m psa_model.profiles.derive_sage_policy [path/to/sage_users.csv] [--write | --check]
 

@@ -1,4 +1,4 @@
-"""Disk cache of LLM profile embeddings (issue 5).
+"""Disk cache of LLM profile embeddings (README: Profiles from attributes).
 
 Key = sha256 of (model identity, template hash, encoding recipe, canonical profile JSON): an
 embedding is never reused across models, templates or recipes (pooling, compute dtype, category

@@ -1,4 +1,4 @@
-"""Forbidden categories from attributes: a transparent rule table, the Sage policy, or an LLM answer (issues 5, 13).
+"""Forbidden categories from attributes: a transparent rule table, the Sage policy, or an LLM answer (README: Profiles from attributes; docs/sage_policy.md).
 
 ``REFERENCE_RULES`` implements the rules the reference's category prompt states (docs/reference-parity.md,
 "The user embedding") as data, so the README can print it and operators can audit it. A rule fires when its

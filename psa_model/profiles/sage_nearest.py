@@ -1,4 +1,4 @@
-"""The no-LLM path: the Sage user nearest to given attributes (issue 5).
+"""The no-LLM path: the Sage user nearest to given attributes (README: Profiles from attributes).
 
 Ranking (lowest wins): (1) how many categories differ between the target's forbidden set and
 the user's ``Banned_Categories`` (0 = same set; skipped when the target has no forbidden set),

@@ -1,4 +1,4 @@
-"""The Sage policy: forbidden categories from attributes, as the Sage labels decide them (issue 13).
+"""The Sage policy: forbidden categories from attributes, as the Sage labels decide them (docs/sage_policy.md).
 
 The policy is data: ``data/sage_policy.json``, written by ``python -m
 psa_model.profiles.derive_sage_policy`` from the 1001 Sage users (``sage_users.csv``) and shipped

@@ -1,4 +1,4 @@
-"""Structured user profiles: validated attributes + forbidden/allowed categories (issue 5).
+"""Structured user profiles: validated attributes + forbidden/allowed categories (README: Profiles from attributes).
 
 A :class:`StructuredProfile` is what an operator types (or stores in an attribute-only ``.json``
 in ``models/psa_profiles``). Vocabularies are the values used by the Sage users table

@@ -1,4 +1,4 @@
-"""training.allocator: fixed glibc thresholds stop the per-step page faults (issue 4, Performance)."""
+"""training.allocator: fixed glibc thresholds stop the per-step page faults (README: Training, "Performance")."""
 from __future__ import annotations
 
 import os

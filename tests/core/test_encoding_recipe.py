@@ -1,4 +1,4 @@
-"""The published encoding recipe without a model (issue 16): template values, pooling, recipe identity, norm check."""
+"""The published encoding recipe without a model (docs/profiles.md, "The encoding recipe"): template values, pooling, recipe identity, norm check."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Loader errors a user can act on, strict profile files, and confinement (issue 11 items 4–5)."""
+"""Loader errors a user can act on, strict profile files, and confinement (docs/security.md, "Errors" and "Confinement")."""
 from __future__ import annotations
 
 import io

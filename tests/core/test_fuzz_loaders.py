@@ -1,4 +1,4 @@
-"""Property-based fuzzing of every file loader (issue 11 item 6): any bytes load or raise our own error.
+"""Property-based fuzzing of every file loader (docs/security.md, "Errors"): any bytes load or raise our own error.
 
 Inputs are random bytes plus mutations of valid files (so the fuzzer reaches past the first
 header check). Example counts are small to keep the suite fast.

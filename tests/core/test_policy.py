@@ -1,4 +1,4 @@
-"""Rule policy and LLM-answer parsing (issue 5)."""
+"""Rule policy and LLM-answer parsing (README: Profiles from attributes)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Structured profiles: validation, canonical JSON, files, nearest Sage user (issue 5)."""
+"""Structured profiles: validation, canonical JSON, files, nearest Sage user (README: Profiles from attributes)."""
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,4 @@
-"""The Sage policy: derived data, agreement targets, fallbacks (issue 13)."""
+"""The Sage policy: derived data, agreement targets, fallbacks (docs/sage_policy.md)."""
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,4 @@
-"""User tokens T, key/value groups G and the per-group / joint modes in the file formats (issue 15)."""
+"""User tokens T, key/value groups G and the per-group / joint modes in the file formats (docs/user-tokens.md)."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""The pack's PSA path equals an independent reference computation (issue: "Exactness")."""
+"""The pack's PSA path equals an independent reference computation (docs/reference-parity.md)."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""Fail-closed on numbers (issue #11): a non-finite or overflowing value anywhere on the PSA path
+"""Fail-closed on numbers (docs/security.md): a non-finite or overflowing value anywhere on the PSA path
 stops the run with an error naming the profile or adapter; no NaN image comes out."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LLM profile encoder with a tiny random Qwen2 and the real Qwen2.5 tokenizer from ComfyUI (issues 5, 16)."""
+"""LLM profile encoder with a tiny random Qwen2 and the real Qwen2.5 tokenizer from ComfyUI (README: Profiles from attributes; docs/profiles.md, "The encoding recipe")."""
 from __future__ import annotations
 
 import pytest

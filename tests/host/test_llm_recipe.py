@@ -1,4 +1,4 @@
-"""The encoder follows the published recipe (issue 16): tiny random Qwen2 + the real Qwen2.5 tokenizer.
+"""The encoder follows the published recipe (docs/profiles.md, "The encoding recipe"): tiny random Qwen2 + the real Qwen2.5 tokenizer.
 
 The expected embeddings are computed here independently, the way the reference's embedding script
 does it: the table's strings put into the template, the tokenizer's chat template with a

@@ -1,4 +1,4 @@
-"""Reference-format adapters with several user tokens / groups give the reference's outputs (issue 15).
+"""Reference-format adapters with several user tokens / groups give the reference's outputs (docs/user-tokens.md).
 
 The files are written here in the reference layout (``{i}.to_k_user.{g}.weight``), loaded through
 the pack's nodes (PSA Model Patcher → PSA Apply Profile, and PSA KSampler), and compared with an

@@ -1,4 +1,4 @@
-"""PSA Profile Policy offers the Sage policy (default) and the rule policy (issue 13)."""
+"""PSA Profile Policy offers the Sage policy (default) and the rule policy (docs/sage_policy.md)."""
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,4 @@
-"""Training through ComfyUI's model code (issue 4): consistency with the node path, resume,
+"""Training through ComfyUI's model code (README: Training): consistency with the node path, resume,
 bad input, atomic checkpoints, CLI and a learning smoke run on the tiny SD1.5 fixture."""
 from __future__ import annotations
 
@@ -207,7 +207,7 @@ def test_training_outputs_load_in_the_node_path(base, data, fixture_paths, tmp_p
 
 
 def test_learns_user_conditioned_preferences(comfy_host, fixture_paths, tmp_path):
-    """Issue 4 item 9 (short version of ``scripts/proof_learning.py``): on conflicting preferences,
+    """README: Training (the short version of ``scripts/proof_learning.py``): on conflicting preferences,
     held-out implicit accuracy ≥ 0.85 with the users' embeddings and ≤ 0.65 with them zeroed."""
     from scripts.proof_learning import run_proof
 

@@ -50,7 +50,7 @@ def hostile_models_dir(comfy_host, fixture_paths, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def hostile_server(comfy_host, hostile_models_dir, tmp_path_factory):
-    """One server for the whole bad-input corpus and the privacy tests (issue 11)."""
+    """One server for the whole bad-input corpus and the privacy tests (docs/security.md)."""
     from support.hostile_world import extra_paths_yaml
 
     work = tmp_path_factory.mktemp("hostile_server")

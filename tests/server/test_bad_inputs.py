@@ -1,4 +1,4 @@
-"""Bad-input corpus through the real server (issue 11 items 3 and 6).
+"""Bad-input corpus through the real server (docs/security.md, "Errors").
 
 Each case puts a bad file into a model folder, a bad widget value or a bad link into a prompt.
 Every case must give an error that names the cause, leave the server up, write no output file,

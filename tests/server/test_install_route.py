@@ -1,6 +1,6 @@
 """The README's install route: a clone inside a user's ComfyUI is never touched by provisioning.
 
-Issue #11 (data loss): ``git clone … custom_nodes/ComfyUI-PSA`` followed by
+The data-loss case (docs/security.md): ``git clone … custom_nodes/ComfyUI-PSA`` followed by
 ``COMFYUI_PATH=<that ComfyUI> bash scripts/provision.sh`` used to delete the clone and put a link
 to itself in its place. Here the route runs on a copy of the provisioned ComfyUI tree, then
 ComfyUI's own start-up imports the pack from the clone.

@@ -1,4 +1,4 @@
-"""Isolation and memory under load (issue 11 item 7).
+"""Isolation and memory under load (docs/security.md, "Isolation under load").
 
 60 prompts queued back-to-back on one server, alternating three file profiles, two adapters
 (plus the 32-wide one for the LLM route), the nearest-Sage-user and LLM routes, batch sizes 1–3
@@ -22,7 +22,7 @@ from devkit.comfy_server import ComfyServer
 from support.hostile_world import base_prompt, extra_paths_yaml, load_profile, policy_profile
 
 pytestmark = pytest.mark.slow
-# 60 by default (the issue's figure); PSA_LOAD_PROMPTS lowers it on an overloaded machine (≥ 13 keeps
+# 60 by default (docs/security.md, "Isolation under load"); PSA_LOAD_PROMPTS lowers it on an overloaded machine (≥ 13 keeps
 # at least one repeated prompt inside the run).
 PROMPTS = int(os.environ.get("PSA_LOAD_PROMPTS", "60"))
 

@@ -1,4 +1,4 @@
-"""A few Sage users-table rows and the template filled the way the reference's embedding script fills it (issue 16)."""
+"""A few Sage users-table rows and the template filled the way the reference's embedding script fills it (docs/profiles.md, "The encoding recipe")."""
 from __future__ import annotations
 
 import csv
