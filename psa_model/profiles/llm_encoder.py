@@ -23,6 +23,7 @@ import torch
 from .schema import StructuredProfile
 from ..adapter.modules import REFERENCE_EMBED_DIM
 from .vocabulary import MAX_JSON_BYTES, ProfileError
+from .chat_template import render_chat
 from .recipe import UNKNOWN, categories_text  # noqa: F401 - re-exported (older callers import them from here)
 from .recipe import PUBLISHED_RECIPE, EncodingRecipe, compute_dtype, pool, template_values
 
@@ -75,22 +76,70 @@ def fill_template(template: str, profile: StructuredProfile, recipe: EncodingRec
 
 
 # --- model folder -----------------------------------------------------------------------------
+CONFIG_MAX_BYTES = 4 << 20  # a real config.json is a few KiB
+_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
+_CODE_FILES = ("config.json", "tokenizer_config.json")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
+_REFETCH = "copy the model folder again from its Hugging Face download"
+
+
+def _read_json(folder: Path, name: str) -> object:
+    path = folder / name
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise LLMEncoderError(f"{folder.name}/{name} cannot be read ({exc.__class__.__name__}); {_REFETCH}") from None
+    if size > CONFIG_MAX_BYTES:
+        raise LLMEncoderError(f"{folder.name}/{name} is over {CONFIG_MAX_BYTES >> 20} MiB, which no model's "
+                              f"{name} is; refusing to parse it ({_REFETCH})")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise LLMEncoderError(f"{folder.name}/{name} cannot be read ({exc.__class__.__name__}); {_REFETCH}") from None
+
+
 def read_config(folder: Path) -> dict:
     folder = Path(folder)
     if not folder.is_dir():
         raise LLMEncoderError(f"LLM folder not found: {folder}")
-    config = folder / "config.json"
-    if not config.is_file():
+    if not (folder / "config.json").is_file():
         raise LLMEncoderError(f"{folder.name}: no config.json; expected a Hugging Face model folder "
                               "(config.json, tokenizer files, *.safetensors)")
-    try:
-        data = json.loads(config.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise LLMEncoderError(f"{folder.name}/config.json cannot be read ({exc.__class__.__name__}); copy the "
-                              "model folder again from its Hugging Face download") from None
+    data = _read_json(folder, "config.json")
     if not isinstance(data, dict):
         raise LLMEncoderError(f"{folder.name}/config.json is not a JSON object; copy the model folder again")
     return data
+
+
+def check_no_custom_code(folder: Path) -> None:
+    """Refuse folders whose config asks for Python code shipped in the folder (``auto_map``).
+
+    The pack never passes ``trust_remote_code``: such a model cannot be used, whatever its files say."""
+    for name in _CODE_FILES:
+        if (folder / name).is_file():
+            data = _read_json(folder, name)
+            if isinstance(data, dict) and "auto_map" in data:
+                raise LLMEncoderError(f"{folder.name}/{name} names Python code shipped in the folder ('auto_map'); "
+                                      "the pack never runs code from a model folder. Use a model that transformers "
+                                      "supports itself (e.g. Qwen2.5-7B-Instruct)")
+
+
+def check_weights(folder: Path) -> None:
+    """The folder must hold ``.safetensors`` weights: pickled weights (``*.bin``, ``*.pt``) are never loaded."""
+    if not any(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        found = f" (it has {', '.join(pickled[:3])}: pickled weights, which the pack does not load)" if pickled else ""
+        raise LLMEncoderError(f"{folder.name}: no *.safetensors weights{found}; download the model's .safetensors "
+                              "files (every current Hugging Face model has them)")
+
+
+def chat_template_source(folder: Path) -> str:
+    """The file the folder's chat template comes from, as ``folder/name`` (for messages)."""
+    folder = Path(folder)
+    for name in _TEMPLATE_FILES:
+        if (folder / name).is_file():
+            return f"{folder.name}/{name}"
+    return f"{folder.name} (the project's Qwen2.5 chat template)"
 
 
 def hidden_size(config: dict) -> int:
@@ -129,16 +178,34 @@ def _offline():
                 os.environ[k] = v
 
 
+def _loading_error(folder: Path, what: str, exc: BaseException) -> LLMEncoderError:
+    # The library's own text is not passed on: it may advise unsafe loading (trust_remote_code, weights_only).
+    return LLMEncoderError(f"{Path(folder).name}: the {what} cannot be loaded ({exc.__class__.__name__}); {_REFETCH} "
+                           "(config.json, tokenizer.json, tokenizer_config.json, *.safetensors)")
+
+
 def load_tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
-    with _offline():
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    if not getattr(tokenizer, "chat_template", None):
+    folder = Path(folder)
+    check_no_custom_code(folder)
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise LLMEncoderError(f"{folder.name}: no tokenizer files (one of {list(_TOKENIZER_FILES)}); {_REFETCH}")
+    try:
+        with _offline():
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - any failure of a downloaded folder is the folder's
+        raise _loading_error(folder, "tokenizer", exc) from None
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
         tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE.read_text(encoding="utf-8")
+        tokenizer.psa_template_source = f"{FALLBACK_CHAT_TEMPLATE.name} (the project's Qwen2.5 chat template)"
+    else:
+        tokenizer.psa_template_source = chat_template_source(folder)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
+    tokenizer.psa_folder = folder.name
     return tokenizer
 
 
@@ -151,22 +218,42 @@ def default_device_dtype() -> tuple[torch.device, torch.dtype]:
 
 
 def load_model(folder: Path, device: torch.device, dtype: torch.dtype):
+    """The causal LM from ``.safetensors`` only, without code from the folder."""
     from transformers import AutoModelForCausalLM
 
-    with _offline():
-        model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=dtype)
+    folder = Path(folder)
+    check_no_custom_code(folder)
+    check_weights(folder)
+    try:
+        with _offline():
+            model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=dtype,
+                                                         use_safetensors=True, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - any failure of a downloaded folder is the folder's
+        raise _loading_error(folder, "model", exc) from None
     return model.to(device).eval()
 
 
 # --- encoding ---------------------------------------------------------------------------------
 def chat_texts(tokenizer, prompts: Sequence[str]) -> list[str]:
-    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                          add_generation_prompt=True) for p in prompts]
+    """Each prompt as the user turn of the tokenizer's chat template, rendered with a time and size limit
+    (:mod:`.chat_template`); the text equals ``apply_chat_template(..., tokenize=False)``'s."""
+    try:
+        template = tokenizer.get_chat_template()
+    except (ValueError, TypeError) as exc:
+        raise LLMEncoderError(f"{getattr(tokenizer, 'psa_template_source', 'the tokenizer')}: no usable chat template "
+                              f"({exc.__class__.__name__}); delete it so the project's Qwen2.5 template is used") from None
+    source = getattr(tokenizer, "psa_template_source", "the tokenizer's chat template")
+    return render_chat(template, [[{"role": "user", "content": p}] for p in prompts], dict(tokenizer.special_tokens_map),
+                       source)
 
 
 def tokenize(tokenizer, prompts: Sequence[str]):
     """Chat-wrapped prompts → right-padded ``input_ids`` / ``attention_mask`` (no extra special tokens)."""
-    return tokenizer(chat_texts(tokenizer, prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    batch = tokenizer(chat_texts(tokenizer, prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    if batch["attention_mask"].sum(dim=1).min() == 0:
+        raise LLMEncoderError(f"{getattr(tokenizer, 'psa_folder', 'the LLM folder')}: the tokenizer turned a prompt "
+                              f"into no tokens; its files are missing or broken ({_REFETCH})")
+    return batch
 
 
 def sum_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

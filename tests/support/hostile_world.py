@@ -116,3 +116,93 @@ def policy_profile(route: str = "nearest", **widgets) -> dict:
             "profile_spec": ["20", 0], "llm_name": LLM_NAME, "template": "(project default wording)",
             "embedding_size": 32, "cache": "off"}}
     return nodes
+
+
+# -- hostile LLM folders ----------------------------------------------------------------------------
+LOOP_TEMPLATE = "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}ok"
+UNSAFE_ADVICE = ("weights_only", "trust_remote_code", "allow_pickle", "set_int_max_str_digits", "Traceback")
+
+
+def _variant(good: Path, folder: Path, skip: tuple[str, ...] = ()) -> Path:
+    """``folder`` holding links to ``good``'s files except ``skip`` (to be replaced by the case)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in good.iterdir():
+        if src.name not in skip and not (folder / src.name).exists():
+            os.symlink(src.resolve(), folder / src.name)
+    return folder
+
+
+def _with_file(name: str, data: bytes, skip: tuple[str, ...] = ()):
+    def write(good: Path, folder: Path) -> None:
+        _variant(good, folder, (name, *skip))
+        (folder / name).write_bytes(data)
+    return write
+
+
+def _json_edit(name: str, change, skip: tuple[str, ...] = ()):
+    def write(good: Path, folder: Path) -> None:
+        data = json.loads((good / name).read_text())
+        change(data)
+        _with_file(name, json.dumps(data).encode(), skip)(good, folder)
+    return write
+
+
+def _pickled_weights(good: Path, folder: Path) -> None:
+    import torch
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch /tmp/psa_pwned",))
+
+    _variant(good, folder, ("model.safetensors",))
+    torch.save({"model.embed_tokens.weight": Evil()}, folder / "pytorch_model.bin")
+
+
+# name -> (writer(good, folder), regex every route's error must match). The tokenizer/model are
+# the tiny Qwen2's; each case changes one file. Loop/memory cases take the render limit's time.
+HOSTILE_LLM = {
+    "llm_tpl_loop": (_with_file("chat_template.jinja", LOOP_TEMPLATE.encode()),
+                     r"llm_tpl_loop/chat_template\.jinja: rendering did not finish within"),
+    "llm_tpl_config_loop": (_json_edit("tokenizer_config.json", lambda d: d.update(chat_template=LOOP_TEMPLATE),
+                                       ("chat_template.jinja",)),
+                            r"llm_tpl_config_loop/tokenizer_config\.json: rendering did not finish"),
+    "llm_tpl_memory": (_with_file("chat_template.jinja", b"{{ 'x' * 3000000000 }}"),
+                       r"llm_tpl_memory/chat_template\.jinja: (rendering needed more than|the renderer stopped)"),
+    "llm_tpl_output": (_with_file("chat_template.jinja", b"{% for i in range(5000) %}{{ 'x' * 1000 }}{% endfor %}"),
+                       r"llm_tpl_output/chat_template\.jinja: the rendered text is over"),
+    "llm_tpl_sandbox": (_with_file("chat_template.jinja", b"{{ ''.__class__.__mro__[1].__subclasses__() }}"),
+                        r"llm_tpl_sandbox/chat_template\.jinja: the template tried something Jinja's sandbox"),
+    "llm_tpl_syntax": (_with_file("chat_template.jinja", b"{{ messages }}\n{% for %}"),
+                       r"llm_tpl_syntax/chat_template\.jinja: the template is not valid Jinja \(line 2\)"),
+    "llm_tpl_raise": (_with_file("chat_template.jinja",
+                                 b"{{ raise_exception('load with trust_remote_code=True, weights_only=False') }}"),
+                      r"llm_tpl_raise/chat_template\.jinja: rendering failed \(TemplateError"),
+    "llm_pickle_only": (_pickled_weights, r"llm_pickle_only: no \*\.safetensors weights \(it has pytorch_model\.bin"),
+    "llm_auto_map": (_json_edit("config.json", lambda d: d.update(auto_map={"AutoModelForCausalLM": "evil.Model"})),
+                     r"llm_auto_map/config\.json names Python code shipped in the folder"),
+    "llm_tok_auto_map": (_json_edit("tokenizer_config.json",
+                                    lambda d: d.update(auto_map={"AutoTokenizer": ["evil.Tok", None]})),
+                         r"llm_tok_auto_map/tokenizer_config\.json names Python code"),
+    "llm_unknown_arch": (_json_edit("config.json", lambda d: d.update(model_type="evil_arch",
+                                                                      architectures=["EvilForCausalLM"])),
+                         r"llm_unknown_arch: the (tokenizer|model) cannot be loaded"),
+    "llm_huge_config": (_with_file("config.json", b'{"hidden_size": 32, "pad": "' + b"x" * (5 << 20) + b'"}'),
+                        r"llm_huge_config/config\.json is over 4 MiB"),
+    "llm_deep_config": (_with_file("config.json", b"[" * 100_000), r"llm_deep_config/config\.json cannot be read"),
+    "llm_config_list": (_with_file("config.json", b"[32]"), r"llm_config_list/config\.json is not a JSON object"),
+    "llm_bad_tokenizer_json": (_with_file("tokenizer.json", b'{"model": {"type": "BPE", "vocab": 7}}'),
+                               r"llm_bad_tokenizer_json: the tokenizer cannot be loaded"),
+    "llm_bad_tokenizer_config": (_with_file("tokenizer_config.json", b"{not json"),
+                                 r"llm_bad_tokenizer_config/tokenizer_config\.json cannot be read"),
+    "llm_no_tokenizer": (lambda good, folder: _variant(good, folder, ("tokenizer.json", "tokenizer_config.json")),
+                         r"llm_no_tokenizer: no tokenizer files"),
+}
+
+
+def build_hostile_llm_folders(llm_root: Path, good: Path, names=None) -> list[str]:
+    """Writes the ``HOSTILE_LLM`` folders (or ``names`` of them) next to ``good`` under ``llm_root``."""
+    chosen = list(HOSTILE_LLM) if names is None else list(names)
+    for name in chosen:
+        if not (llm_root / name / "config.json").exists():
+            HOSTILE_LLM[name][0](good, llm_root / name)
+    return chosen
