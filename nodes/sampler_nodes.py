@@ -1,11 +1,13 @@
 """Apply a profile to a PSA model, or sample with one (KSampler + profile)."""
 from __future__ import annotations
 
+import comfy.patcher_extension
 import comfy.samplers
 import nodes as comfy_nodes
 from comfy_api.latest import io
 
-from psa_model.adapter.patch import PSAError, attach_profile, installed_adapter
+from psa_model.adapter.patch import (FAIL_CLOSED_KEY, NEVER_RAN, PSAError, attach_profile, installed_adapter,
+                                     require_psa_ran)
 
 from . import folders
 from .adapter_nodes import CATEGORY
@@ -54,17 +56,25 @@ def apply_profile(model, profile, psa_scale: float, start_percent: float = 0.0, 
     """MODEL (with a PSA adapter) + profile → MODEL clone conditioned on the profile."""
     if installed_adapter(model.model_options) is None:
         raise PSAError("this MODEL has no PSA adapter: connect it through 'PSA Model Patcher' first")
-    if not 0.0 <= start_percent <= end_percent <= 1.0:
+    for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
+        if not 0.0 <= value <= 1.0:  # also NaN
+            raise PSAError(f"{name} ({value}) must be a number from 0 to 1")
+    if start_percent > end_percent:
         raise PSAError(f"start_percent ({start_percent}) must not exceed end_percent ({end_percent})")
     sigma_range = None
     if (start_percent, end_percent) != (0.0, 1.0):
         sampling = model.get_model_object("model_sampling")
         sigma_range = (float(sampling.percent_to_sigma(start_percent)), float(sampling.percent_to_sigma(end_percent)))
     try:
-        return attach_profile(model, profile.embeddings, psa_scale, sigma_range,
-                              source=f"profile {', '.join(profile.names())}")
+        personal = attach_profile(model, profile.embeddings, psa_scale, sigma_range,
+                                  source=f"profile {', '.join(profile.names())}")
     except ValueError as exc:
         raise PSAError(f"profile {profile.names()} does not fit the adapter: {exc}") from None
+    # Fail closed for any sampler: ComfyUI runs this wrapper around every sampling of the model.
+    if not personal.get_wrappers(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, FAIL_CLOSED_KEY):
+        personal.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, FAIL_CLOSED_KEY,
+                                      require_psa_ran)
+    return personal
 
 
 class PSAApplyProfile(io.ComfyNode):
@@ -75,7 +85,9 @@ class PSAApplyProfile(io.ComfyNode):
             display_name="PSA Apply Profile",
             category=CATEGORY,
             description=("Conditions a PSA model on a user profile, for any sampler (KSampler Advanced, "
-                         "SamplerCustom...). Changing only the profile re-uses the loaded, patched model."),
+                         "SamplerCustom...). Changing only the profile re-uses the loaded, patched model. Sampling "
+                         "raises if no PSA layer ran (psa_scale 0 is the off switch). A node that takes another "
+                         "model's options, such as ModelMergeSimple with this model as model2, drops PSA unseen."),
             inputs=[io.Model.Input("model", tooltip="Output of PSA Model Patcher."), *_profile_inputs(),
                     *_window_inputs()],
             outputs=[io.Model.Output(display_name="model", tooltip="The PSA model conditioned on the profile.")],
@@ -121,8 +133,7 @@ class PSAKSampler(io.ComfyNode):
         out = comfy_nodes.common_ksampler(personal, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                                           latent_image, denoise=denoise)
         if psa_scale != 0.0 and patch.calls == before:
-            raise PSAError("the PSA layers never ran during sampling (another patch replaced the attention, or no "
-                           "step fell inside start/end percent); refusing to return an unpersonalized image")
+            raise PSAError(NEVER_RAN)
         return io.NodeOutput(*out)
 
 

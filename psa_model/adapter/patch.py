@@ -251,6 +251,31 @@ class PSAAdapterPatch(_SharedOnCopy):
         return self
 
 
+NEVER_RAN = ("the PSA layers never ran during sampling (another patch replaced the attention, or no step fell "
+             "inside start/end percent); refusing to return an unpersonalized image")
+FAIL_CLOSED_KEY = "psa_fail_closed"  # the key of :func:`require_psa_ran` among a model's sampling wrappers
+
+
+def require_psa_ran(executor, *args, **kwargs):
+    """A sampling wrapper (ComfyUI's ``outer_sample`` wrapper type): raise if no PSA layer ran.
+
+    The sampler's guider is ``executor.class_obj``; its ``model_options`` are the ones this run
+    samples with, so the check follows the profile actually in use. Scale 0 is the documented
+    off switch (README, "Fail closed") and passes. Raises :class:`PSAError` when a conditioned
+    model finished sampling without one PSA branch applied (e.g. a start/end window excluding
+    every step, or another pack replacing the cross-attention)."""
+    options = getattr(executor.class_obj, "model_options", None) or {}
+    transformer_options = options.get("transformer_options", {})
+    user, patch = transformer_options.get(USER_KEY), transformer_options.get(ADAPTER_KEY)
+    if user is None or patch is None or user.scale == 0.0:
+        return executor(*args, **kwargs)
+    before = patch.calls
+    out = executor(*args, **kwargs)
+    if patch.calls == before:
+        raise PSAError(NEVER_RAN)
+    return out
+
+
 def installed_adapter(model_options: dict) -> PSAAdapterPatch | None:
     """The PSA patch installed on a MODEL's options, if any."""
     return model_options.get("transformer_options", {}).get(ADAPTER_KEY)

@@ -100,3 +100,43 @@ def test_file_inputs_are_checked_before_running(pack):
     message = patcher.validate_inputs(adapter_name="no_such_adapter.safetensors")
     assert message.startswith("adapter_name 'no_such_adapter.safetensors' is not in models/psa_adapters")
     assert pack.node_class("PSAClearProfileCache").execute(confirm=False)[0] == "nothing deleted (confirm is off)"
+
+
+def _stock_sample(model, args, sampler="euler", steps=None):
+    import nodes as comfy_nodes
+
+    return comfy_nodes.KSampler().sample(model, args["seed"], steps or args["steps"], args["cfg"], sampler, "normal",
+                                         args["positive"], args["negative"], args["latent_image"])[0]["samples"]
+
+
+@pytest.mark.parametrize("window", [(0.0, 0.0), (1.0, 1.0)], ids=["end-0", "start-1"])
+def test_apply_profile_then_stock_sampler_refuses_when_no_step_is_in_the_window(pack, setup, window):
+    args = _kwargs(setup)
+    model = pack.node_class("PSAApplyProfile").execute(args["model"], args["profile"], 1.0, *window)[0]
+    with pytest.raises(PSAError, match="the PSA layers never ran during sampling"):
+        _stock_sample(model, args)
+
+
+def test_apply_profile_at_scale_zero_is_the_off_switch(pack, setup):
+    args = _kwargs(setup)
+    model = pack.node_class("PSAApplyProfile").execute(args["model"], args["profile"], 0.0, 0.0, 0.0)[0]
+    assert torch.equal(_stock_sample(model, args), _stock_sample(setup[0], args))
+
+
+def test_apply_profile_twice_checks_the_profile_in_use(pack, setup):
+    """The wrapper is installed once and follows the last Apply: scale 0 there is the off switch."""
+    import comfy.patcher_extension
+
+    args = _kwargs(setup)
+    apply = pack.node_class("PSAApplyProfile")
+    first = apply.execute(args["model"], args["profile"], 1.0, 0.0, 0.0)[0]
+    second = apply.execute(first, args["profile"], 0.0)[0]
+    assert len(second.get_all_wrappers(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE)) == 1
+    assert torch.equal(_stock_sample(second, args), _stock_sample(setup[0], args))
+
+
+@pytest.mark.parametrize("start,end", [(float("nan"), 1.0), (0.0, float("nan"))])
+def test_a_nan_window_bound_is_named(pack, setup, start, end):
+    args = _kwargs(setup)
+    with pytest.raises(PSAError, match=r"(start|end)_percent \(nan\) must be a number from 0 to 1"):
+        pack.node_class("PSAApplyProfile").execute(args["model"], args["profile"], 1.0, start, end)

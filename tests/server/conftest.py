@@ -58,6 +58,11 @@ def hostile_server(comfy_host, hostile_models_dir, tmp_path_factory):
                          start_timeout=600, extra_args=[
                              "--extra-model-paths-config",
                              str(extra_paths_yaml(hostile_models_dir, work / "llm_paths.yaml"))])
-    server.start()
+    saved = os.environ.get("PSA_TEMPLATE_SECONDS")
+    os.environ["PSA_TEMPLATE_SECONDS"] = "5"  # the hostile templates' limit (docs/security.md, "Templates")
+    try:
+        server.start()
+    finally:
+        os.environ.pop("PSA_TEMPLATE_SECONDS") if saved is None else os.environ.update(PSA_TEMPLATE_SECONDS=saved)
     yield server
     server.stop()

@@ -20,7 +20,8 @@ import torch
 from safetensors.torch import save_file
 
 from devkit.comfy_server import ServerError
-from support.hostile_world import LLM_NAME, base_prompt, load_profile, policy_profile
+from support.hostile_world import (HOSTILE_LLM, LLM_NAME, UNSAFE_ADVICE, base_prompt, build_hostile_llm_folders,
+                                   load_profile, policy_profile)
 
 NO_FILE = "(none: use the widgets)"
 
@@ -103,6 +104,16 @@ def _llm_folder(name: str, config: bytes):
         (root / "LLM" / name).mkdir(parents=True, exist_ok=True)
         (root / "LLM" / name / "config.json").write_bytes(config)
     return write
+
+
+def _hostile_llm(name: str):
+    def write(root: Path) -> None:
+        build_hostile_llm_folders(root / "LLM", root / "LLM" / LLM_NAME, [name])
+    return write
+
+
+def _hostile_llm_case(name: str) -> "Case":
+    return Case(name.replace("_", "-"), _llm(llm_name=name), HOSTILE_LLM[name][1], _hostile_llm(name))
 
 
 # -- prompt builders -------------------------------------------------------------------------------
@@ -263,6 +274,8 @@ CASES = [
          _bytes("LLM", "short.txt", b"Describe <<AGE>> only.")),
     Case("template-not-utf8", _llm(template="latin.txt"), r"latin\.txt: the template is not UTF-8",
          _bytes("LLM", "latin.txt", "Älter <<AGE>>".encode("latin-1"))),
+    *[_hostile_llm_case(n) for n in ("llm_tpl_loop", "llm_tpl_sandbox", "llm_pickle_only", "llm_auto_map",
+                                      "llm_unknown_arch")],
     Case("llm-undecided-no-prompt", lambda: _with(base_prompt(adapter="psa_llm32.safetensors", profile=policy_profile(
         "llm", forbidden_source="LLM (needs PSA Encode Profile + category prompt)")), "5", category_prompt=""),
         r"forbidden categories are undecided"),
@@ -327,11 +340,21 @@ def test_bad_input(index, hostile_server, hostile_models_dir):
     before = _outputs(hostile_server)
     message = _error_of(hostile_server, case.prompt())
     assert re.search(case.expect, message, re.S), message
-    assert "weights_only=False" not in message and "Traceback" not in message
+    assert not any(word in message for word in UNSAFE_ADVICE), message
     assert hostile_server.proc.poll() is None, "the server died"
     assert _outputs(hostile_server) == before, "an output file was written"
     hostile_server.run(_cheap_good_prompt(0.5 + index / 1000), timeout=600)
     assert not Path("/tmp/psa_pwned").exists()
+
+
+def test_a_hung_template_does_not_hold_the_queue(hostile_server, hostile_models_dir):
+    """A never-ending chat template is refused and the good prompt queued behind it runs (it used to wait forever)."""
+    _hostile_llm("llm_tpl_loop")(hostile_models_dir)
+    hostile_id = hostile_server.queue(_llm(llm_name="llm_tpl_loop")())
+    good_id = hostile_server.queue(_cheap_good_prompt(0.25))
+    with pytest.raises(ServerError, match=r"llm_tpl_loop/chat_template\.jinja: rendering did not finish"):
+        hostile_server.wait(hostile_id, timeout=300)
+    hostile_server.wait(good_id, timeout=120)
 
 
 def _choices(spec: list) -> list:
