@@ -75,13 +75,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke pass)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "output" / "benchmarks")
     parser.add_argument("--work", type=Path, default=REPO_ROOT / ".cache" / "benchmarks",
-                        help="scratch folder (adapter files, tiny LLM, server, training data)")
+                        help="scratch folder (adapter files, tiny LLM, server, training data); it must be new, "
+                             "empty, or one the benchmarks made (it holds a .psa-scratch marker): the benchmarks "
+                             "delete files in it")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="torch threads here and in the server / worker processes (default: torch's, one per "
                              "core). On a machine another job keeps busy, use fewer than the cores: a parallel "
                              "step waits for its slowest thread (docs/benchmarks.md, Method)")
     args = parser.parse_args(argv)
+    from psa_model.scratch import ScratchError, claim
+
+    try:
+        claim(args.work, "the benchmarks' scratch folder (--work)")
+    except ScratchError as exc:
+        parser.error(str(exc))
     if args.threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # inherited by the server and training workers
             os.environ[var] = str(args.threads)

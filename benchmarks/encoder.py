@@ -10,7 +10,6 @@ process's resident memory is compared before loading, while loaded and after clo
 from __future__ import annotations
 
 import gc
-import shutil
 import weakref
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from psa_model.profiles import llm_encoder
 from psa_model.profiles.embedding_cache import EmbeddingCache, encode_with_cache
 from psa_model.profiles.llm_encoder import ProfileEncoder, load_template
 from psa_model.profiles.schema import StructuredProfile
+from psa_model.scratch import claim, remove
 
 from .tiny_llm import build_tiny_qwen2
 from .timing import paired_runs, ratio_summary
@@ -29,6 +29,7 @@ def _rss_mib() -> float:
 
 
 def bench_encoder(quick: bool, work: Path) -> dict:
+    claim(work, "the encoder benchmark's scratch folder")
     folder = build_tiny_qwen2(work / "tiny_qwen2")
     template = load_template()
     profile = StructuredProfile.create(age=15, gender="female", religion="Islam", mental_condition="anxiety",
@@ -40,7 +41,7 @@ def bench_encoder(quick: bool, work: Path) -> dict:
             return encoder.encode(profiles)
 
     def miss() -> None:
-        shutil.rmtree(cache_root, ignore_errors=True)
+        remove(cache_root, work)
         _, hits = encode_with_cache(folder, template, [profile], EmbeddingCache(cache_root), encode)
         assert hits == 0
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -215,7 +214,9 @@ def bench_latent_cache(work: Path, unet: str, captions: int = 6, warmup_steps: i
     if unet == "full":
         base = BaseModel(model=_full_size_model(), clip=base.clip, vae=base.vae, arch="sd15")
     resolution = resolution or (128 if unet == "full" else 256)
-    work = work / f"{unet}_{resolution}_{captions}"
+    from psa_model.scratch import claim, remove
+
+    work = claim(work / f"{unet}_{resolution}_{captions}", "the latent-cache benchmark's scratch folder")
     data = generate(work / "data", users=2, val_users=1, captions=captions, val_captions=1, categories=1,
                     image_size=resolution)
     pairs, batch = 2 * captions, 2
@@ -233,8 +234,7 @@ def bench_latent_cache(work: Path, unet: str, captions: int = 6, warmup_steps: i
     epoch_seconds(None, "warmup", warmup_steps)  # allocator and first-call warm-up, not measured
     uncached = epoch_seconds(None, "nocache")
     cache = work / "latents"
-    if cache.exists():
-        shutil.rmtree(cache)
+    remove(cache, work)
     first = epoch_seconds(str(cache), "cache1")
     second = epoch_seconds(str(cache), "cache2")
     return {"unet": unet, "resolution": resolution, "pairs": pairs, "steps_per_epoch": pairs // batch, "epoch_without_cache_s": round(uncached, 2),
@@ -284,6 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(step_worker(args.worker, args.steps, args.malloc)))
         return 0
+    if args.only in (None, "cache"):
+        from psa_model.scratch import ScratchError, claim
+
+        try:
+            claim(args.work, "the training benchmark's scratch folder (--work)")
+        except ScratchError as exc:
+            parser.error(str(exc))
     report = {}
     if args.only in (None, "memory"):
         report["step"] = bench_memory_and_time(args.steps, args.repeats, args.malloc)

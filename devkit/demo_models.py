@@ -44,8 +44,13 @@ def layer_dims_from_file(model_file: Path, arch_name: str) -> tuple[int, ...]:
 
 def _link(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.is_symlink() or dst.exists():
+    if dst.is_symlink():  # a link from an earlier run; a real file of the user's is never replaced
         dst.unlink()
+    elif dst.exists():
+        if dst.resolve() == src.resolve():
+            return
+        raise FileExistsError(f"{dst} exists and is not a link made by the demo; nothing was deleted. Move it away "
+                              "or give another models folder")
     os.symlink(src.resolve(), dst)
 
 

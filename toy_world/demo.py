@@ -100,7 +100,7 @@ def _wrap(text: str, width: int = 34) -> str:
     return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
 
 
-def run_in_server(output: Path) -> int:
+def run_in_server(output: Path, cache: Path | None = None) -> int:
     """Build or reuse the world, start a real ComfyUI server on its models, run the comparison."""
     import sys
     import time
@@ -112,7 +112,7 @@ def run_in_server(output: Path) -> int:
     from .world import ensure_world
 
     started = time.monotonic()
-    world = ensure_world("full")
+    world = ensure_world("full", cache)
     api = substitute(json.loads((API_DIR / "psa_multi_profile_comparison.json").read_text()), world.checkpoint,
                      world.adapter, world.demo_profiles, concepts.SIZE, base_model.SAMPLER_STEPS)
     with ComfyServer(comfyui_path(), python=sys.executable, models_dir=world.models_dir) as server:
@@ -127,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Toy-world multi-profile comparison (docs/toy-world.md)")
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent.parent / "output" / "demo")
-    return run_in_server(parser.parse_args(argv).output)
+    from .world import add_cache_option
+
+    add_cache_option(parser)
+    args = parser.parse_args(argv)
+    return run_in_server(args.output, args.cache)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .world import add_cache_option
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 SCALES = (0.0, 0.5, 1.0, 1.5, 2.0)
@@ -70,6 +72,7 @@ def _plot(sweep: dict[float, float], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="full", choices=["full", "small"], help="which toy world to build/use")
+    add_cache_option(parser)
     parser.add_argument("--users", type=Path, help="JSON list of attribute profiles to evaluate (instead of the "
                                                    "world's seen/unseen users)")
     parser.add_argument("--prompts", type=int, default=14, help="(prompt, seed) draws, each judged for every user")
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from .world import LLM_NAME, ensure_world
 
     started = time.monotonic()
-    world = ensure_world(args.size)
+    world = ensure_world(args.size, args.cache)
     if args.users:
         groups = {"given": users_mod.load_users(args.users)}
     else:

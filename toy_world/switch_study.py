@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from psa_model.adapter.modules import UserProjection
 from psa_model.profiles.vocabulary import CATEGORIES
 
+from .world import add_cache_option
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 SETTINGS = ((20.0, 0.01), (20.0, 0.1), (5.0, 0.01), (5.0, 0.1), (5.0, 1.0))   # (β, ridge)
@@ -87,6 +89,7 @@ def simulate(train: tuple[torch.Tensor, torch.Tensor], held_out: tuple[torch.Ten
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="full", choices=["full", "small"], help="the world whose users to use")
+    add_cache_option(parser)
     parser.add_argument("--seeds", type=int, default=12)
     args = parser.parse_args(argv)
 
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from .switches import switch_rows
     from .world import LLM_NAME, ensure_world
 
-    world = ensure_world(args.size)
+    world = ensure_world(args.size, args.cache)
     rows = switch_rows(world.models_dir / "checkpoints" / world.checkpoint)
     delta_sq = (target_table()[1] ** 2).mean(dim=1)
     groups = []

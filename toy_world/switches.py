@@ -20,6 +20,8 @@ import torch
 from psa_model.adapter.layer_map import LayerSite, architecture
 from psa_model.profiles.vocabulary import CATEGORIES
 
+from .world import add_cache_option
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 SWITCH_SITE = LayerSite("output", 10, 0)
@@ -64,6 +66,7 @@ def agreement(levels: np.ndarray, users: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="full", choices=["full", "small"], help="which toy world to build/use")
+    add_cache_option(parser)
     parser.add_argument("--users", type=Path, help="JSON list of attribute profiles (default: the world's seen "
                                                    "and unseen users)")
     parser.add_argument("--adapter", type=Path, help="adapter file to read (default: the world's own)")
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from .evaluate import encode_with_policy
     from .world import LLM_NAME, ensure_world
 
-    world = ensure_world(args.size)
+    world = ensure_world(args.size, args.cache)
     groups = {"given": users_mod.load_users(args.users)} if args.users else world.users
     adapter = args.adapter or world.models_dir / "psa_adapters" / world.adapter
     for group, users in groups.items():

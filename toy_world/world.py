@@ -2,15 +2,16 @@
 
 ``ensure_world()`` returns a :class:`World` whose ``models_dir`` is a ComfyUI models folder
 (``checkpoints/``, ``psa_adapters/``, ``psa_profiles/``, ``LLM/``). Everything is deterministic
-from seeds and cached under ``.cache/toy-world/<size>-<hash>``, the hash covering the sources of
-``toy_world/`` and the fixture builder, so a code change rebuilds it (docs/toy-world.md).
+from seeds and cached under ``<cache>/<size>-<hash>``, the hash covering the sources of
+``toy_world/`` and the fixture builder, so a code change rebuilds it. ``<cache>`` is ``--cache``,
+else ``PSA_TOY_WORLD_CACHE``, else ``.cache/toy-world`` in the checkout (docs/toy-world.md, "Where
+the world is kept"); it carries a marker file, and a stale world is deleted only inside such a folder.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ ADAPTER = "toy_world_psa.safetensors"
 LLM_NAME = "toy_qwen2"
 DPO_BETA = 5.0  # Diffusion-DPO β for the toy scale (docs/toy-world.md, "Preference pairs and the adapter")
 STANDARDIZE_RIDGE = 0.1
+CACHE_ENV = "PSA_TOY_WORLD_CACHE"
 BUILD_SOURCES = ("concepts", "vae", "text_encoder", "time_gains", "denoiser", "base_model", "users", "world")
 
 
@@ -70,16 +72,37 @@ def _log(msg: str) -> None:
     print(f"[toy-world] {msg}", flush=True)
 
 
+def cache_folder(cache: Path | str | None = None) -> Path:
+    """Where worlds are kept: ``cache``, else ``$PSA_TOY_WORLD_CACHE``, else ``.cache/toy-world``."""
+    if cache:
+        return Path(cache).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return REPO_ROOT / ".cache" / "toy-world"
+
+
+def add_cache_option(parser) -> None:
+    """``--cache DIR`` for the toy world's command lines."""
+    parser.add_argument("--cache", type=Path, metavar="DIR",
+                        help=f"folder for the built worlds (default: ${CACHE_ENV}, else .cache/toy-world); new, "
+                             "empty, or made by the toy world (a stale world in it is deleted)")
+
+
 def ensure_world(size: str = "full", cache: Path | None = None, log=_log) -> World:
-    """The world of ``size`` ("full" or "small"), built if missing or stale."""
-    root = (cache or REPO_ROOT / ".cache" / "toy-world") / f"{size}-{source_hash()}"
+    """The world of ``size`` ("full" or "small"), built if missing or stale, in :func:`cache_folder` ``(cache)``.
+
+    Raises :class:`psa_model.scratch.ScratchError` (deleting nothing) when that folder exists, is not
+    empty and was not made by the toy world."""
+    from psa_model.scratch import claim, remove
+
+    parent = claim(cache_folder(cache), "the toy world's cache")
+    root = parent / f"{size}-{source_hash()}"
     done = root / "world.json"
     if done.is_file():
         info = json.loads(done.read_text())
         log(f"reusing the {size} world in {root}")
         return World(root, root / "models", CHECKPOINT, ADAPTER, info["demo_profiles"], info["users"], info["timings"])
-    if root.exists():
-        shutil.rmtree(root)
+    remove(root, parent)  # a half-built world (no world.json)
     root.mkdir(parents=True)
     world = _build(root, SIZES[size], log)
     done.write_text(json.dumps({"demo_profiles": world.demo_profiles, "users": world.users,

@@ -64,13 +64,27 @@ def save_checkpoint(folder: Path, adapter: PSAAdapter, state: dict, training_met
     return folder
 
 
+def _state_globals() -> list:
+    """The only non-tensor types a state.pt holds: numpy's RNG state array (see :func:`rng_states`)."""
+    sample = np.zeros(1, dtype=np.uint32)
+    return [sample.__reduce__()[0], np.ndarray, np.dtype, type(sample.dtype)]
+
+
 def load_checkpoint(folder: str | Path, fingerprint: str) -> tuple[Path, dict]:
     """(adapter file, state) of a checkpoint folder made by a run with the same configuration."""
     folder = Path(folder)
     adapter_file, state_file = folder / "adapter.safetensors", folder / "state.pt"
     if not adapter_file.is_file() or not state_file.is_file():
         raise ResumeError(f"{folder} is not a complete PSA training checkpoint (adapter.safetensors and state.pt)")
-    state = torch.load(state_file, map_location="cpu", weights_only=False)  # our own file, written by us
+    try:
+        with torch.serialization.safe_globals(_state_globals()):
+            state = torch.load(state_file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means: not a state this trainer wrote
+        raise ResumeError(f"{state_file}: not a training state written by this trainer ({exc.__class__.__name__}). "
+                          "It is read without running code, so a state.pt holding other Python objects is refused; "
+                          "resume only from checkpoints of your own runs") from None
+    if not isinstance(state, dict):
+        raise ResumeError(f"{state_file}: not a training state written by this trainer (not a dict)")
     if state.get("run_fingerprint") != fingerprint:
         raise ResumeError(
             f"{folder} was written by a different run configuration (fingerprint {state.get('run_fingerprint')} "

@@ -182,6 +182,9 @@ def _read_config_file(parser: argparse.ArgumentParser, path: Path) -> dict:
         parser.error(f"--config {path}: cannot read it ({exc.strerror}); give the path to a JSON file")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         parser.error(f"--config {path}: not valid JSON ({exc}); fix the file or pass the options on the command line")
+    except (ValueError, RecursionError) as exc:  # a number of thousands of digits, deep nesting
+        parser.error(f"--config {path}: not an options file ({exc.__class__.__name__}: a number too long or nesting "
+                     "too deep); fix the file or pass the options on the command line")
     if not isinstance(values, dict):
         parser.error(f"--config {path}: must hold one JSON object of options, e.g. {{\"max_steps\": 100}}")
     unknown = sorted(set(values) - {f.name for f in fields(TrainConfig)})

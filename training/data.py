@@ -65,7 +65,10 @@ def load_embedding(path: Path, expected_dim: int | None = None) -> torch.Tensor:
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a data error
-        raise DataValidationError(f"embedding {path.name}: unreadable ({exc.__class__.__name__}: {exc})") from None
+        # numpy's text is not passed on (for a pickled array it names the switch that would load it).
+        raise DataValidationError(f"embedding {path.name}: not a plain numeric .npy file ({exc.__class__.__name__}); "
+                                  "save it with numpy.save(path, float32_array) — pickled arrays are never "
+                                  "loaded") from None
     if arr.ndim not in (1, 3) or (arr.ndim == 3 and arr.shape[:2] != (1, 1)):
         raise DataValidationError(f"embedding {path.name}: shape {arr.shape}, expected (E,) or (1, 1, E)")
     vec = torch.from_numpy(np.ascontiguousarray(arr.reshape(-1), dtype=np.float32))
@@ -92,6 +95,11 @@ def _read_metadata(root: Path) -> list[tuple[int, dict]]:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataValidationError(f"{meta}:{n}: not valid JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:  # a number of thousands of digits, deep nesting
+            raise DataValidationError(f"{meta}:{n}: not a record this trainer reads ({exc.__class__.__name__}: a "
+                                      "number too long or nesting too deep)") from None
+        if not isinstance(rec, dict):
+            raise DataValidationError(f"{meta}:{n}: not a JSON object")
         missing = [k for k in ("chosen", "rejected", "caption", "user_data") if k not in rec]
         if missing or "User_ID" not in (rec.get("user_data") or {}):
             raise DataValidationError(f"{meta}:{n}: missing field(s) {missing or ['user_data.User_ID']}")

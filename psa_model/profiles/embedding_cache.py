@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..scratch import claim, is_marked, remove
 from .recipe import PUBLISHED_RECIPE, EncodingRecipe, compute_dtype
 from .schema import StructuredProfile
 
 _IDENTITY_FILES = ("config.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
                    "tokenizer.json", "vocab.json", "merges.txt")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_ENTRY = re.compile(r"[0-9a-f]{64}\.safetensors")
 
 
 def _sha(data: bytes) -> str:
@@ -76,21 +79,27 @@ class EmbeddingCache:
             return None  # not something this cache wrote: recompute (and overwrite) it
         return tensor.float()
 
+    def _entries(self) -> list[Path]:
+        """The files this cache wrote: ``<64 hex digits>.safetensors`` (nothing else is ever deleted)."""
+        return [p for p in self.root.glob("*.safetensors") if _ENTRY.fullmatch(p.name)]
+
     def put(self, key: str, embedding: torch.Tensor, metadata: dict[str, str] | None = None) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.root.is_dir() or not is_marked(self.root) and all(
+                _ENTRY.fullmatch(p.name) for p in self.root.iterdir()):  # new, or written by an older version
+            claim(self.root, "the profile embedding cache", adopt=True)
         tmp = self.path(key).with_suffix(".tmp")
         save_file({"embedding": embedding.detach().float().cpu().contiguous()}, str(tmp), metadata=metadata or {})
         os.replace(tmp, self.path(key))
 
     def clear(self) -> int:
-        """Delete every cache file; returns how many."""
+        """Delete every cache entry; returns how many. The folder must carry the pack's marker
+        (:mod:`psa_model.scratch`); other files in it are left alone."""
         if not self.root.is_dir():
             return 0
-        removed = 0
-        for path in self.root.glob("*.safetensors"):
-            path.unlink()
-            removed += 1
-        return removed
+        entries = self._entries()
+        for path in entries:
+            remove(path, self.root)
+        return len(entries)
 
     def __len__(self) -> int:
         return len(list(self.root.glob("*.safetensors"))) if self.root.is_dir() else 0

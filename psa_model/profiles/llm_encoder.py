@@ -76,6 +76,7 @@ def fill_template(template: str, profile: StructuredProfile, recipe: EncodingRec
 
 
 # --- model folder -----------------------------------------------------------------------------
+MAX_HIDDEN_SIZE = 1 << 20
 CONFIG_MAX_BYTES = 4 << 20  # a real config.json is a few KiB
 _TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
 _CODE_FILES = ("config.json", "tokenizer_config.json")
@@ -147,16 +148,21 @@ def hidden_size(config: dict) -> int:
     for source in (config, text_config if isinstance(text_config, dict) else {}):
         if "hidden_size" in source:
             value = source["hidden_size"]
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_HIDDEN_SIZE:
                 return value
-            raise LLMEncoderError(f"config.json: hidden_size must be a positive whole number, got {value!r}; "
-                                  "copy the model folder again")
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+            raise LLMEncoderError(f"config.json: hidden_size must be a whole number from 1 to {MAX_HIDDEN_SIZE}, got "
+                                  f"{shown}; copy the model folder again")
     raise LLMEncoderError("config.json has no hidden_size: not a causal-LM folder (use e.g. Qwen2.5-7B-Instruct)")
 
 
 def check_model_folder(folder: Path, expected_dim: int | None = None) -> int:
     """The folder's hidden size; raises if it is not a model folder or the size is not ``expected_dim``."""
-    size = hidden_size(read_config(folder))
+    try:
+        size = hidden_size(read_config(folder))
+    except LLMEncoderError as exc:
+        text = str(exc)
+        raise LLMEncoderError(text if text.startswith(Path(folder).name) else f"{Path(folder).name}/{text}") from None
     if expected_dim and size != expected_dim:
         raise LLMEncoderError(f"{Path(folder).name} has hidden size {size}, but the adapter expects embeddings of "
                               f"size {expected_dim} (the published adapters: {REFERENCE_EMBED_DIM} = Qwen2.5-7B-Instruct)")

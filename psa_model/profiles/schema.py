@@ -177,7 +177,10 @@ class StructuredProfile:
             raise ProfileError(f"{source}: a profile must be a JSON object with the keys "
                                f"{sorted(set(_KEYS) | _IGNORED_KEYS)}, got {type(data).__name__}")
         for key, value in data.items():
-            field = _KEYS.get(str(key).strip().lower(), str(key).strip().lower())
+            norm = str(key).strip().lower()
+            if norm not in _KEYS and norm not in _IGNORED_KEYS:
+                break  # from_dict names the unknown key, whatever its value's type
+            field = _KEYS.get(norm, norm)
             if value is None:
                 continue
             if field == "age":

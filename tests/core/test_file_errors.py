@@ -220,3 +220,27 @@ def test_converter_prints_one_error_line(tmp_path, content):
 def test_attribute_value_errors_name_the_file(profiles, spec, expect):
     with pytest.raises(ProfileError, match=rf"^a\.json: .*{expect}"):
         load_structured_profile(_write(profiles, "a.json", spec))
+
+
+# -- JSON details a reviewer could be misled by ------------------------------------------------------
+def test_a_key_given_twice_is_refused(profiles):
+    (profiles / "twice.json").write_text('{"embedding": "u.npy", "forbidden": ["Hate"], "forbidden": []}')
+    with pytest.raises(ProfileError, match=r"twice\.json: cannot read profile JSON \(the key 'forbidden' appears twice"):
+        load_profile_file(profiles / "twice.json")
+    (profiles / "a_twice.json").write_text('{"age": 30, "age": 8}')
+    with pytest.raises(ProfileError, match=r"a_twice\.json: .*the key 'age' appears twice"):
+        load_structured_profile(profiles / "a_twice.json")
+
+
+def test_a_five_thousand_digit_age_is_refused_in_our_words(profiles):
+    (profiles / "old.json").write_text('{"age": ' + "9" * 5000 + "}")
+    with pytest.raises(ProfileError) as info:
+        load_structured_profile(profiles / "old.json")
+    assert "old.json: cannot read profile JSON (a number with 5000 digits)" in str(info.value)
+    assert "set_int_max_str_digits" not in str(info.value)
+
+
+def test_an_unknown_key_with_a_number_is_named_as_unknown(profiles):
+    path = _write(profiles, "num.json", {"age": 30, "shoe_size": 44})
+    with pytest.raises(ProfileError, match=r"num\.json: unknown profile key 'shoe_size'; accepted keys"):
+        load_structured_profile(path)

@@ -12,7 +12,7 @@ import pytest
 
 from psa_model.profiles import chat_template, llm_encoder
 from psa_model.profiles.llm_encoder import ProfileEncoder
-from psa_model.profiles.profile import ProfileError
+from psa_model.profiles.vocabulary import ProfileError
 from psa_model.profiles.schema import StructuredProfile
 from benchmarks.tiny_llm import build_tiny_qwen2
 from support.hostile_world import HOSTILE_LLM, LOOP_TEMPLATE, UNSAFE_ADVICE, build_hostile_llm_folders

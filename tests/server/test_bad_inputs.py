@@ -266,7 +266,7 @@ CASES = [
     # LLM folders and templates
     Case("llm-bad-config", _llm(llm_name="broken_llm"), r"broken_llm/config\.json cannot be read",
          _llm_folder("broken_llm", b"{not json")),
-    Case("llm-hidden-size-text", _llm(llm_name="texty_llm"), r"hidden_size must be a positive whole number",
+    Case("llm-hidden-size-text", _llm(llm_name="texty_llm"), r"texty_llm/config\.json: hidden_size must be a whole number from 1 to",
          _llm_folder("texty_llm", b'{"hidden_size": "big"}')),
     Case("llm-size-mismatch", _llm(embedding_size=3584), rf"{LLM_NAME} has hidden size 32, but the adapter expects"),
     Case("llm-not-listed", _llm(llm_name="../../etc"), r"llm_name"),
