@@ -91,7 +91,7 @@ def test_profile_cache_folder_of_an_older_version_is_adopted_but_a_users_folder_
 
 
 def test_demo_models_never_replace_a_real_file(tmp_path):
-    from scripts.demo_models import _link
+    from devkit.demo_models import _link
 
     src, dst = tmp_path / "src.bin", tmp_path / "models" / "dst.bin"
     src.write_bytes(b"demo")

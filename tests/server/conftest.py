@@ -1,6 +1,7 @@
 """A real ComfyUI server (one per test session) with this pack and the fixtures loaded."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -63,6 +64,9 @@ def hostile_server(comfy_host, hostile_models_dir, tmp_path_factory):
     try:
         server.start()
     finally:
-        os.environ.pop("PSA_TEMPLATE_SECONDS") if saved is None else os.environ.update(PSA_TEMPLATE_SECONDS=saved)
+        if saved is None:
+            del os.environ["PSA_TEMPLATE_SECONDS"]
+        else:
+            os.environ["PSA_TEMPLATE_SECONDS"] = saved
     yield server
     server.stop()
