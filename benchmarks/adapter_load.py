@@ -20,6 +20,7 @@ from psa_model.adapter.layer_map import architecture
 from psa_model.adapter.modules import AdapterConfig
 from psa_model.adapter.patch import attach_adapter
 from psa_model.formats.adapter_file import load_adapter, save_native, save_reference_bin
+from psa_model.scratch import claim, remove
 
 from . import models
 from .timing import paired_runs, quartiles, ratio_summary
@@ -35,7 +36,7 @@ def _raw_read(path: Path) -> None:
 
 
 def bench_adapter_load(quick: bool, work: Path) -> dict:
-    work.mkdir(parents=True, exist_ok=True)
+    claim(work, "the adapter-load benchmark's scratch folder")
     results = []
     for arch in (["sd15"] if quick else ["sd15", "sdxl"]):
         unet = models.meta_unet(arch)
@@ -62,5 +63,5 @@ def bench_adapter_load(quick: bool, work: Path) -> dict:
                             "target_s": TARGET_S[arch], "met": med <= TARGET_S[arch]})
             gc.collect()
         for path in files.values():
-            path.unlink()
+            remove(path, work)
     return {"cases": results, "met": all(r["met"] for r in results)}
