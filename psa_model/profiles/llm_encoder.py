@@ -253,9 +253,12 @@ def chat_texts(tokenizer, prompts: Sequence[str]) -> list[str]:
                        source)
 
 
-def tokenize(tokenizer, prompts: Sequence[str]):
-    """Chat-wrapped prompts → right-padded ``input_ids`` / ``attention_mask`` (no extra special tokens)."""
-    batch = tokenizer(chat_texts(tokenizer, prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+def tokenize(tokenizer, prompts: Sequence[str], chat: Sequence[str] | None = None):
+    """Chat-wrapped prompts → right-padded ``input_ids`` / ``attention_mask`` (no extra special tokens).
+
+    ``chat``: the prompts' chat texts when already rendered (:func:`chat_texts`)."""
+    texts = list(chat) if chat is not None else chat_texts(tokenizer, prompts)
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     if batch["attention_mask"].sum(dim=1).min() == 0:
         raise LLMEncoderError(f"{getattr(tokenizer, 'psa_folder', 'the LLM folder')}: the tokenizer turned a prompt "
                               f"into no tokens; its files are missing or broken ({_REFETCH})")
@@ -309,8 +312,9 @@ class ProfileEncoder:
         if self.model is None:
             raise LLMEncoderError("the encoder was closed")
         out = []
+        chat = chat_texts(self.tokenizer, prompts)  # one renderer process for all prompts
         for start in range(0, len(prompts), batch_size):
-            batch = tokenize(self.tokenizer, prompts[start:start + batch_size])
+            batch = tokenize(self.tokenizer, prompts[start:start + batch_size], chat[start:start + batch_size])
             ids = batch["input_ids"].to(self.device)
             mask = batch["attention_mask"].to(self.device)
             result = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False,
