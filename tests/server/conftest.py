@@ -1,7 +1,6 @@
 """A real ComfyUI server (one per test session) with this pack and the fixtures loaded."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -58,15 +57,8 @@ def hostile_server(comfy_host, hostile_models_dir, tmp_path_factory):
     server = ComfyServer(comfy_host, python=sys.executable, models_dir=hostile_models_dir, work_dir=work,
                          start_timeout=600, extra_args=[
                              "--extra-model-paths-config",
-                             str(extra_paths_yaml(hostile_models_dir, work / "llm_paths.yaml"))])
-    saved = os.environ.get("PSA_TEMPLATE_SECONDS")
-    os.environ["PSA_TEMPLATE_SECONDS"] = "5"  # the hostile templates' limit (docs/security.md, "Templates")
-    try:
-        server.start()
-    finally:
-        if saved is None:
-            del os.environ["PSA_TEMPLATE_SECONDS"]
-        else:
-            os.environ["PSA_TEMPLATE_SECONDS"] = saved
+                             str(extra_paths_yaml(hostile_models_dir, work / "llm_paths.yaml"))],
+                         env={"PSA_TEMPLATE_SECONDS": "5"})  # the hostile templates' limit (docs/security.md)
+    server.start()
     yield server
     server.stop()
