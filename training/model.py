@@ -59,8 +59,15 @@ def load_base(checkpoint: str | Path) -> BaseModel:
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
-    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
-        str(path), output_vae=True, output_clip=True, model_options={"dtype": torch.float32})
+    try:
+        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
+            str(path), output_vae=True, output_clip=True, model_options={"dtype": torch.float32})
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - ComfyUI/torch's text may advise unsafe loading (weights_only)
+        raise ModelMismatchError(f"{path.name}: ComfyUI cannot load it as a checkpoint ({exc.__class__.__name__}); "
+                                 "give the model's .safetensors file (a pickled .ckpt holding code is never "
+                                 "loaded)") from None
     if clip is None or vae is None:
         raise ModelMismatchError(f"{path.name} has no text encoder or VAE; training needs a full checkpoint")
     return BaseModel(model, clip, vae, detect_arch(model))

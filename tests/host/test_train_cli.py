@@ -21,3 +21,23 @@ def test_bad_data_is_an_error_line(comfy_host, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
         f"python -m training.train_psa: error: {split / 'metadata.jsonl'}:1: missing field(s) ['user_data']")
+
+
+def test_a_pickled_checkpoint_is_refused_in_our_words(comfy_host, tmp_path):
+    """A .ckpt whose pickle would run code: ComfyUI's safe loader refuses it; torch's advice to retry
+    with weights_only=False is not passed on."""
+    import pytest
+    import torch
+
+    from training.model import ModelMismatchError, load_base
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    checkpoint = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"x": Payload()}}, checkpoint)
+    with pytest.raises(ModelMismatchError) as info:
+        load_base(checkpoint)
+    assert str(info.value).startswith("evil.ckpt: ComfyUI cannot load it as a checkpoint (")
+    assert "weights_only" not in str(info.value)
