@@ -55,11 +55,12 @@ def live_path_forward(unet, x: torch.Tensor, t: torch.Tensor, context: torch.Ten
 
 def train_colour_table(unet, conds: dict[str, torch.Tensor], latents: dict[tuple[str, bool], torch.Tensor],
                        steps: int, batch: int, seed: int, lr: float = 0.01,
-                       log: Callable[[str], None] = print) -> float:
+                       log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None) -> float:
     """Eps-prediction training of the colour table (the only trained weight); returns the last loss.
 
     The loss is weighted by σ_t² (the x0 error a sampler makes from an eps error), so that every
-    noise level counts alike.
+    noise level counts alike. ``latents`` may be of any spatial size: the pictures are flat and the
+    live path works pixel by pixel (docs/toy-world.md, "Cost").
     """
     import comfy.model_sampling
     import comfy.supported_models
@@ -105,6 +106,8 @@ def train_colour_table(unet, conds: dict[str, torch.Tensor], latents: dict[tuple
             loss.backward()
             opt.step()
             decay.step()
+            if on_step is not None:
+                on_step(step + 1)
             if step % 50 == 0 or step == steps - 1:
                 log(f"base UNet colour table step {step + 1}/{steps} loss {loss.item():.5f} "
                     f"({time.monotonic() - started:.0f} s)")

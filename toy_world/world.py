@@ -28,6 +28,10 @@ LLM_NAME = "toy_qwen2"
 DPO_BETA = 5.0  # Diffusion-DPO β for the toy scale (docs/toy-world.md, "Preference pairs and the adapter")
 STANDARDIZE_RIDGE = 0.1
 CACHE_ENV = "PSA_TOY_WORLD_CACHE"
+# The pictures are flat colour fields and the wired UNet works pixel by pixel, so a pair's DPO loss and
+# the colour table's loss are the same at every size (docs/toy-world.md, "Cost"): both train on 1 × 1
+# latents (8 px pictures), and the world draws at concepts.SIZE.
+TRAIN_RESOLUTION = 8
 BUILD_SOURCES = ("concepts", "vae", "text_encoder", "time_gains", "denoiser", "base_model", "users", "world")
 
 
@@ -116,10 +120,13 @@ def _build(root: Path, size: WorldSize, log) -> World:
 
     from training.comfy_host import import_comfy
 
+    t_import = time.monotonic()
     import_comfy()
+    import comfy.sd  # noqa: F401  (what a fresh train_psa process imports too: timed for the estimate)
+    t_import = time.monotonic() - t_import
     from devkit.fixtures import load_unet
 
-    from . import base_model, concepts, denoiser, users as users_mod
+    from . import base_model, concepts, denoiser, progress, users as users_mod
     from .vae import build_vae
 
     torch.manual_seed(0)
@@ -136,20 +143,36 @@ def _build(root: Path, size: WorldSize, log) -> World:
     for name in concepts.CONCEPTS:
         for safe in (False, True):
             grid = torch.from_numpy(concepts.cells(name, safe)).permute(2, 0, 1) * 2 - 1
-            latents[(name, safe)] = torch.cat([grid, torch.zeros(1, concepts.GRID, concepts.GRID)])
+            colour = torch.cat([grid, torch.zeros(1, concepts.GRID, concepts.GRID)]).mean(dim=(1, 2), keepdim=True)
+            latents[(name, safe)] = colour.expand(-1, TRAIN_RESOLUTION // 8, TRAIN_RESOLUTION // 8)
     conds = _cached_conditioning(clip, root.parent, log)
     timings["encoders_s"] = time.monotonic() - started
 
     t0 = time.monotonic()
-    log(f"step 2/5: the base UNet: wiring, then its colour table learned ({size.base_steps} steps × {size.base_batch})")
+    log("step 2/5: the base UNet: wiring, a short calibration, then its colour table learned "
+        f"({size.base_steps} steps × {size.base_batch})")
     unet = denoiser.new_unet()
-    base_model.train_colour_table(unet, conds, latents, size.base_steps, size.base_batch, seed=0, log=log)
+    estimate = progress.calibrate(unet, size.base_batch, TRAIN_RESOLUTION // 8, size.dpo_batch, TRAIN_RESOLUTION // 8,
+                                  size.base_steps, size.dpo_steps, process_s=t_import + timings["encoders_s"])
+    timings["estimate_s"] = time.monotonic() - started + estimate.total_s
+    log(f"building the toy world takes about {progress.describe(timings['estimate_s'])} on this machine "
+        f"(calibrated: a colour-table step {estimate.base_step_s * 1000:.0f} ms, a DPO step's UNet work "
+        f"{estimate.dpo_step_s * 1000:.0f} ms); later runs reuse it")
+    bar = progress.BuildProgress(estimate, log) if log is _log else None   # callers' own logs get lines only
+    plain_log = log
+    if bar is not None:
+        log = lambda msg: bar.write(f"[toy-world] {msg}")  # noqa: E731  (lines above the bar)
+        bar.stage("base UNet")
+    base_model.train_colour_table(unet, conds, latents, size.base_steps, size.base_batch, seed=0, log=log,
+                                  on_step=(lambda i: bar.fraction(i / size.base_steps)) if bar else None)
     patcher = load_unet(unet.state_dict())
     save_checkpoint(patcher, clip, vae, models / "checkpoints" / CHECKPOINT)
     del unet, patcher
     timings["base_s"] = time.monotonic() - t0
 
     t0 = time.monotonic()
+    if bar is not None:
+        bar.stage("users and pairs")
     log("step 3/5: toy users (rule policy) and their LLM embeddings")
     llm = users_mod.build_llm(models / "LLM" / LLM_NAME, seed=5)
     all_users = users_mod.make_users(seed=7, per_combination=size.users_per_combination)
@@ -181,15 +204,20 @@ def _build(root: Path, size: WorldSize, log) -> World:
     write_pairs(data / "train", data / "embeddings", split["seen"], emb[: len(split["seen"])])
 
     log(f"step 5/5: training the PSA adapter with python -m training.train_psa ({size.dpo_steps} steps)")
+    if bar is not None:
+        bar.stage("train_psa")
     run = root / "run"
     cmd = [sys.executable, "-m", "training.train_psa", "--checkpoint", str(models / "checkpoints" / CHECKPOINT),
            "--train-data", str(data / "train"), "--embeddings", str(data / "embeddings"),
-           "--output-dir", str(run), "--resolution", str(concepts.SIZE), "--batch-size", str(size.dpo_batch),
+           "--output-dir", str(run), "--resolution", str(TRAIN_RESOLUTION), "--batch-size", str(size.dpo_batch),
            "--max-steps", str(size.dpo_steps), "--lr", "3e-3", "--warmup-steps", "10", "--beta", str(DPO_BETA), "--min-timestep", "200",
            "--standardize-projection", "--standardize-ridge", str(STANDARDIZE_RIDGE), "--no-random-flip",
            "--caption-dropout", "0", "--checkpoint-every", "100000", "--latent-cache", str(root / "latents"),
            "--seed", "0"]
-    _run_training(cmd, log)
+    _run_training(cmd, log, on_progress=bar.fraction if bar is not None else None)
+    if bar is not None:
+        bar.close()
+        log = plain_log
     shutil.copy(run / "psa_adapter.safetensors", models / "psa_adapters" / ADAPTER)
     timings["adapter_s"] = time.monotonic() - t0
     timings["total_s"] = time.monotonic() - started
@@ -217,8 +245,9 @@ def _cached_conditioning(clip, cache: Path, log) -> dict:
     return conds
 
 
-def _run_training(cmd: list[str], log) -> None:
-    """Run the trainer CLI, passing its progress lines on; raise with its output's tail on failure."""
+def _run_training(cmd: list[str], log, on_progress=None) -> None:
+    """Run the trainer CLI, passing its progress lines on (``on_progress(share done)``, else every
+    10 %); raise with its output's tail on failure."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     tail: list[str] = []
     with subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -228,7 +257,9 @@ def _run_training(cmd: list[str], log) -> None:
             line = line.strip()
             tail = (tail + [line])[-60:]
             pct = line.split("%", 1)[0].rsplit(":", 1)[-1].strip() if line.startswith("PSA DPO") else ""
-            if pct.isdigit() and int(pct) // 10 > shown:
+            if pct.isdigit() and on_progress is not None:
+                on_progress(int(pct) / 100)
+            elif pct.isdigit() and int(pct) // 10 > shown:
                 shown = int(pct) // 10
                 log("  train_psa " + line)
             elif line.startswith("adapter written"):
