@@ -39,6 +39,9 @@ class TrainConfig:
                               "512 SD1.5, 1024 SDXL")
     resize_filter: str = _opt("bicubic", "image resize filter (the reference: bilinear)",
                               choices=["bicubic", "bilinear"])
+    crop_rounding: str = _opt("pack", "resize/centre-crop rounding: pack (long side rounded, offset floored) or "
+                                      "reference (torchvision's: long side truncated, offset rounded); at most 1 px, "
+                                      "non-square images only", choices=["pack", "reference"])
     random_flip: bool = _opt(True, "random horizontal flip of training images")
     independent_flips: bool = _opt(False, "flip chosen and rejected independently (the reference) instead of "
                                           "with one flip per pair (pack: the pair stays aligned)")
@@ -57,6 +60,9 @@ class TrainConfig:
                                           "target stays ε (0 = off)")
     batch_size: int = _opt(1, "preference pairs per micro-batch (per process)")
     grad_accum: int = _opt(1, "micro-batches per optimizer step")
+    loss_divisor: int = _opt(0, "each micro-batch's loss is divided by this before backward (0 = --grad-accum: "
+                                "the mean over the micro-batches); the reference recipes: twice --grad-accum, "
+                                "as the reference's nested accumulate contexts run (docs/reference-parity.md)")
     max_steps: int = _opt(5000, "optimizer steps to train (published recipe: 5000)")
     lr: float = _opt(5e-6, "peak learning rate (published recipe: 5e-6)")
     warmup_steps: int = _opt(500, "linear warm-up steps of the constant-with-warm-up schedule")
@@ -72,6 +78,10 @@ class TrainConfig:
     projection_dtype: str = _opt("fp32", "dtype the user projection is stored and updated in: fp32 (pack: it "
                                          "learns) or bf16 (the reference: most small updates round away)",
                                  choices=["fp32", "bf16"])
+    ref_precision: str = _opt("policy", "how the DPO reference branch (the frozen base UNet) is computed: policy "
+                                        "(pack: the same UNet and --precision as the policy) or bf16 (the reference: "
+                                        "a bf16 copy of the UNet, bf16 latents, noise and conditioning, errors in "
+                                        "bf16)", choices=["policy", "bf16"])
     gradient_checkpointing: bool = _opt(False, "recompute the UNet forward in backward to save memory")
     user_tokens: int = _opt(1, "user tokens T (1 in every released model; T > 1 trains joint attention over "
                                 "all tokens, see docs/user-tokens.md)")
@@ -105,6 +115,9 @@ class TrainConfig:
         d = {k: v for k, v in asdict(self).items() if k not in self.NON_TRAJECTORY}
         if not self.standardize_projection:
             del d["standardize_ridge"]   # unused then; and runs from before the option still resume
+        for name, neutral in (("loss_divisor", 0), ("ref_precision", "policy"), ("crop_rounding", "pack")):
+            if d[name] == neutral:   # runs from before these options still resume
+                del d[name]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
@@ -125,6 +138,8 @@ class TrainConfig:
                                  "(metadata.jsonl + images, README: Training)")
         if self.batch_size < 1 or self.grad_accum < 1 or self.max_steps < 0:
             raise ValueError("batch_size and grad_accum must be ≥ 1, max_steps ≥ 0")
+        if self.loss_divisor < 0:
+            raise ValueError(f"loss_divisor {self.loss_divisor}: use 0 (= --grad-accum) or a positive divisor")
         if not 0.0 <= self.caption_dropout <= 1.0:
             raise ValueError("caption_dropout must be in [0, 1]")
         if not 0 <= self.min_timestep < self.max_timestep <= 1000:
@@ -141,6 +156,10 @@ class TrainConfig:
         if not self.standardize_ridge > 0:
             raise ValueError(f"standardize_ridge {self.standardize_ridge}: use a ridge > 0 (0.1 is the default); "
                              "without it, directions the training users share exactly would divide by zero")
+
+    def effective_loss_divisor(self) -> int:
+        """What each micro-batch's loss is divided by (``--loss-divisor``, 0 meaning ``--grad-accum``)."""
+        return self.loss_divisor or self.grad_accum
 
 
 REQUIRED = ("checkpoint", "train_data", "embeddings", "output_dir")

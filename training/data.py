@@ -61,7 +61,8 @@ def user_id_string(raw) -> str:
 
 
 def load_embedding(path: Path, expected_dim: int | None = None) -> torch.Tensor:
-    """Read ``{User_ID}.npy`` (shape ``(E,)`` or ``(1,1,E)``) → float32 [E]; reject bad files."""
+    """Read ``{User_ID}.npy`` (shape ``(E,)``, ``(1, E)`` or ``(1, 1, E)``, as the nodes' profile
+    loader reads them) → float32 [E]; reject bad files."""
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a data error
@@ -69,8 +70,8 @@ def load_embedding(path: Path, expected_dim: int | None = None) -> torch.Tensor:
         raise DataValidationError(f"embedding {path.name}: not a plain numeric .npy file ({exc.__class__.__name__}); "
                                   "save it with numpy.save(path, float32_array) — pickled arrays are never "
                                   "loaded") from None
-    if arr.ndim not in (1, 3) or (arr.ndim == 3 and arr.shape[:2] != (1, 1)):
-        raise DataValidationError(f"embedding {path.name}: shape {arr.shape}, expected (E,) or (1, 1, E)")
+    if arr.ndim not in (1, 2, 3) or arr.size != arr.shape[-1]:
+        raise DataValidationError(f"embedding {path.name}: shape {arr.shape}, expected (E,), (1, E) or (1, 1, E)")
     vec = torch.from_numpy(np.ascontiguousarray(arr.reshape(-1), dtype=np.float32))
     if expected_dim is not None and vec.numel() != expected_dim:
         raise DataValidationError(f"embedding {path.name}: dimension {vec.numel()}, expected {expected_dim} "
@@ -184,11 +185,36 @@ def check_image_header(path: Path) -> None:
 RESIZE_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
 
 
-def load_image(path: Path, resolution: int, flip: bool = False, resize_filter: str = "bicubic") -> torch.Tensor:
+CROP_ROUNDINGS = ("pack", "reference")
+
+
+def resize_and_crop_box(width: int, height: int, resolution: int, rounding: str = "pack") -> tuple[tuple[int, int],
+                                                                                                    tuple[int, int]]:
+    """``((resized width, height), (left, top))`` for shorter side → ``resolution`` and a centre crop.
+
+    ``pack`` rounds the long side and floors the crop offset; ``reference`` does what torchvision's
+    ``Resize(int)`` + ``CenterCrop`` do in the reference's data set: the long side truncated,
+    the offset rounded (``docs/reference-parity.md``, "Data and images"). They differ by at most
+    one pixel, on non-square images only.
+    """
+    if rounding not in CROP_ROUNDINGS:
+        raise ValueError(f"crop rounding {rounding!r}: use one of {CROP_ROUNDINGS}")
+    scale = resolution / min(width, height)
+    if rounding == "reference":
+        size = tuple(resolution if side == min(width, height) else int(resolution * side / min(width, height))
+                     for side in (width, height))
+        return size, (int(round((size[0] - resolution) / 2.0)), int(round((size[1] - resolution) / 2.0)))
+    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+    return size, ((size[0] - resolution) // 2, (size[1] - resolution) // 2)
+
+
+def load_image(path: Path, resolution: int, flip: bool = False, resize_filter: str = "bicubic",
+               crop_rounding: str = "pack") -> torch.Tensor:
     """Image → [H, W, 3] float in [0, 1] (ComfyUI's IMAGE layout; its VAE maps to [−1, 1]).
 
     Resize the shorter side to ``resolution`` (``resize_filter``: bicubic, or bilinear as the
-    reference), center crop, optional horizontal flip (``docs/reference-parity.md``, "Images").
+    reference), center crop (:func:`resize_and_crop_box`), optional horizontal flip
+    (``docs/reference-parity.md``, "Data and images").
     """
     try:
         with Image.open(path) as im:
@@ -196,12 +222,8 @@ def load_image(path: Path, resolution: int, flip: bool = False, resize_filter: s
             im = im.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataValidationError(f"image {path}: cannot be decoded ({exc.__class__.__name__}: {exc})") from None
-    w, h = im.size
-    scale = resolution / min(w, h)
-    size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
+    size, (left, top) = resize_and_crop_box(*im.size, resolution, crop_rounding)
     im = im.resize(size, RESIZE_FILTERS[resize_filter])
-    w, h = im.size
-    left, top = (w - resolution) // 2, (h - resolution) // 2
     im = im.crop((left, top, left + resolution, top + resolution))
     arr = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0)
     return arr.flip(1) if flip else arr

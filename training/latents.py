@@ -56,12 +56,14 @@ class LatentSource:
     """
 
     def __init__(self, vae, model_patcher, resolution: int, cache_dir: str | Path | None = None,
-                 vae_identity: str = "", resize_filter: str = "bicubic", memory_bytes: int = 1024 * 2**20) -> None:
+                 vae_identity: str = "", resize_filter: str = "bicubic", memory_bytes: int = 1024 * 2**20,
+                 crop_rounding: str = "pack") -> None:
         self.vae = vae
         self.vae_identity = vae_identity  # latents of another checkpoint's VAE must not be reused
         self.model_patcher = model_patcher
         self.resolution = resolution
         self.resize_filter = resize_filter
+        self.crop_rounding = crop_rounding
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._memory = ByteBudgetCache(memory_bytes)
         self.encoded = 0  # VAE encodes done by this object (for tests and benchmarks)
@@ -69,12 +71,14 @@ class LatentSource:
     def _key(self, path: Path, flip: bool) -> str:
         st = path.stat()
         raw = (f"{CACHE_VERSION}|{self.vae_identity}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|"
-               f"{self.resolution}|{self.resize_filter}|{int(flip)}")
+               f"{self.resolution}|{self.resize_filter}|{int(flip)}"
+               + ("|reference-crop" if self.crop_rounding == "reference" else ""))
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
     @torch.no_grad()
     def _encode(self, paths: list[Path], flips: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels = torch.stack([load_image(p, self.resolution, f, self.resize_filter) for p, f in zip(paths, flips)])
+        pixels = torch.stack([load_image(p, self.resolution, f, self.resize_filter, self.crop_rounding)
+                              for p, f in zip(paths, flips)])
         mu, sigma = posterior_moments(self.vae, pixels)
         self.encoded += len(paths)
         to_latent = self.model_patcher.model.process_latent_in

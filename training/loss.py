@@ -12,11 +12,13 @@ import torch.nn.functional as F
 DEFAULT_BETA = 5000.0  # the reference's β (docs/reference-parity.md)
 
 
-def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``mse(x) = mean over C,H,W of (ε_pred − ε)²`` → one value per sample, [B]."""
+def per_sample_mse(pred: torch.Tensor, target: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``mse(x) = mean over C,H,W of (ε_pred − ε)²`` → one value per sample, [B], computed and
+    returned in ``dtype`` (bf16 reproduces the reference's bf16 reference branch,
+    ``docs/reference-parity.md``, "Precision of the reference branch")."""
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
-    return (pred.float() - target.float()).pow(2).reshape(pred.shape[0], -1).mean(dim=1)
+    return (pred.to(dtype) - target.to(dtype)).pow(2).reshape(pred.shape[0], -1).mean(dim=1)
 
 
 @dataclass
@@ -49,11 +51,13 @@ def dpo_loss(model_mse_chosen: torch.Tensor, model_mse_rejected: torch.Tensor,
 
     ``model_diff = mse_θ(chosen) − mse_θ(rejected)``; ``ref_diff`` likewise for the frozen
     reference; ``inside = −0.5·β·(model_diff − ref_diff)``; ``loss = mean(−log σ(inside))``;
-    implicit accuracy = mean(inside > 0). The reference terms carry no gradient.
+    implicit accuracy = mean(inside > 0). The reference terms carry no gradient; ``ref_diff`` is
+    taken in the reference errors' own dtype (bf16 ones give a bf16 difference, as in the
+    reference), ``inside`` in float32.
     """
     model_diff = model_mse_chosen - model_mse_rejected
     ref_diff = (ref_mse_chosen - ref_mse_rejected).detach()
-    inside = -0.5 * beta * (model_diff - ref_diff)
+    inside = -0.5 * beta * (model_diff.float() - ref_diff.float())
     loss = -F.logsigmoid(inside).mean()
     accuracy = (inside > 0).float().mean()
     return DPOResult(loss, inside.detach(), accuracy.detach(), model_diff.detach(), ref_diff,
@@ -62,12 +66,13 @@ def dpo_loss(model_mse_chosen: torch.Tensor, model_mse_rejected: torch.Tensor,
 
 
 def dpo_loss_from_predictions(model_pred: torch.Tensor, ref_pred: torch.Tensor, target: torch.Tensor,
-                              beta: float = DEFAULT_BETA) -> DPOResult:
-    """Predictions for a batch laid out ``[chosen (B); rejected (B)]`` (2B rows), shared target."""
+                              beta: float = DEFAULT_BETA, ref_dtype: torch.dtype = torch.float32) -> DPOResult:
+    """Predictions for a batch laid out ``[chosen (B); rejected (B)]`` (2B rows), shared target;
+    the reference errors are computed in ``ref_dtype``."""
     if model_pred.shape[0] % 2:
         raise ValueError("predictions must hold chosen rows then rejected rows (an even count)")
     m = per_sample_mse(model_pred, target)
-    r = per_sample_mse(ref_pred, target)
+    r = per_sample_mse(ref_pred, target, ref_dtype)
     m_c, m_r = m.chunk(2)
     r_c, r_r = r.chunk(2)
     return dpo_loss(m_c, m_r, r_c, r_r, beta)

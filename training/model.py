@@ -7,6 +7,7 @@ nodes do and passes a differentiable :class:`psa_model.adapter.patch.UserConditi
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,3 +163,31 @@ def predict_eps(patched, x_noisy: torch.Tensor, sigma: torch.Tensor, conds: dict
     else:
         denoised = run(x_noisy, sigma)
     return (x_noisy - denoised) / sigma.reshape(-1, *([1] * (x_noisy.ndim - 1)))
+
+
+class Bf16ReferenceUNet:
+    """The DPO reference branch computed the way the reference implementation computes it.
+
+    ``docs/reference-parity.md``, "Precision of the reference branch": the reference keeps its
+    frozen reference UNet in bf16 outside mixed-precision autocast and feeds it bf16 latents,
+    noise and text states, so its noise prediction (and the error taken from it) is a bf16
+    number. Here a bf16 copy of the base diffusion model (the patched model's own module is not
+    touched) is called with ComfyUI's input scaling and timestep, every input rounded to bf16;
+    the adapter is absent, which is what the reference's zero-initialised adapter computes.
+    """
+
+    def __init__(self, patched) -> None:
+        self.sampling = patched.get_model_object("model_sampling")
+        self.unet = copy.deepcopy(patched.get_model_object("diffusion_model")).to(torch.bfloat16)
+        self.unet.requires_grad_(False)
+        if hasattr(self.unet, "dtype"):  # ComfyUI's UNet casts its time embedding to this
+            self.unet.dtype = torch.bfloat16
+
+    @torch.no_grad()
+    def predict_eps(self, x_noisy: torch.Tensor, sigma: torch.Tensor, conds: dict[str, torch.Tensor]) -> torch.Tensor:
+        """bf16 ε prediction for the inputs :func:`predict_eps` takes (no user conditioning)."""
+        device = next(self.unet.parameters()).device
+        x, s = x_noisy.to(device), sigma.to(device)
+        x_in = self.sampling.calculate_input(s, x).to(torch.bfloat16)
+        kwargs = {("context" if k == "c_crossattn" else k): v.to(device, torch.bfloat16) for k, v in conds.items()}
+        return self.unet(x_in, self.sampling.timestep(s).float(), transformer_options={}, **kwargs)

@@ -7,9 +7,17 @@ in a ``--config`` file or on the command line override a recipe's.
 
 The reference ran each script as 4 data-parallel processes; the batch size and accumulation
 below are per process, so one process gets a quarter of its global batch unless it is run
-with ``torchrun --nproc_per_node 4`` or with ``--grad-accum`` multiplied by 4.
+with ``torchrun --nproc_per_node 4`` or with ``--grad-accum`` and ``--loss-divisor`` both
+multiplied by 4. Its launch scripts ask for 8 (SD1.5) / 16 (SDXL) accumulation steps; what its
+loop does with them is derived in :func:`training.accumulation.nested_accumulate_cadence`.
 """
 from __future__ import annotations
+
+from .accumulation import nested_accumulate_cadence
+
+# (micro-batches per optimiser step, loss divisor): two nested accumulate contexts per micro-batch
+_SD15_ACCUM, _SD15_DIVISOR = nested_accumulate_cadence(8, contexts=2)   # (4, 8)
+_SDXL_ACCUM, _SDXL_DIVISOR = nested_accumulate_cadence(16, contexts=2)  # (8, 16)
 
 _REFERENCE_COMMON = {
     "max_steps": 5000,
@@ -21,11 +29,13 @@ _REFERENCE_COMMON = {
     "min_timestep": 0,
     "max_timestep": 1000,
     "precision": "bf16",
+    "ref_precision": "bf16",  # the frozen reference UNet in bf16 with bf16 inputs and errors
     "projection_dtype": "bf16",  # the user projection is cast to bf16 and updated there
     "latent_sampling": "sample",  # a fresh posterior sample at every step
     "random_flip": True,
     "independent_flips": True,  # chosen and rejected images flipped independently
     "resize_filter": "bilinear",
+    "crop_rounding": "reference",  # torchvision's Resize + CenterCrop
     "caption_mode": "truncate",
     "user_tokens": 1,
     "checkpoint_every": 500,
@@ -38,7 +48,8 @@ RECIPES: dict[str, dict] = {
         "arch": "sd15",
         "resolution": 512,
         "batch_size": 6,
-        "grad_accum": 8,
+        "grad_accum": _SD15_ACCUM,
+        "loss_divisor": _SD15_DIVISOR,
         "optimizer": "adamw",
         "caption_dropout": 0.2,
         "gradient_checkpointing": False,
@@ -48,7 +59,8 @@ RECIPES: dict[str, dict] = {
         "arch": "sdxl",
         "resolution": 1024,
         "batch_size": 2,
-        "grad_accum": 16,
+        "grad_accum": _SDXL_ACCUM,
+        "loss_divisor": _SDXL_DIVISOR,
         "optimizer": "adafactor",  # the reference switches to Adafactor whenever it trains SDXL
         "caption_dropout": 0.36,  # dropped at 0.2 in the data set and again at 0.2 when encoding
         "gradient_checkpointing": True,  # always on for SDXL in the reference (memory only)

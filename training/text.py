@@ -3,7 +3,8 @@
 Captions are data, not prompts: ``( )``, ``[ ]``, ``\\`` and ``embedding:`` are ordinary text
 here. The caption goes straight through each text encoder's own CLIP tokenizer (the one ComfyUI
 loaded with the checkpoint) and the resulting token ids, all with weight 1.0, go to
-``clip.encode_from_tokens`` — ComfyUI's prompt parser is never involved. Two caption modes
+``clip.encode_from_tokens`` — ComfyUI's prompt parser is never involved
+(:mod:`psa_model.text_tokens`, shared with the PSA Text Encode (literal) node). Two caption modes
 (see ``docs/reference-parity.md``, "Captions"):
 
 - ``truncate`` (default, as the reference trains): start token, the first 75 caption tokens,
@@ -24,7 +25,7 @@ from collections import OrderedDict
 
 import torch
 
-CAPTION_MODES = ("truncate", "chunk")
+from psa_model.text_tokens import CAPTION_MODES, caption_windows, literal_tokens  # noqa: F401 - re-exported
 
 
 class ByteBudgetCache:
@@ -72,46 +73,6 @@ class ByteBudgetCache:
     def stats(self) -> dict[str, int]:
         return {"entries": len(self), "bytes": self.bytes, "peak_bytes": self.peak_bytes,
                 "max_bytes": self.max_bytes, "hits": self.hits, "misses": self.misses}
-
-
-def _sub_tokenizers(tokenizer) -> dict[str, object]:
-    """ComfyUI's per-encoder tokenizers of a CLIP object: ``{"l": …}`` (SD1.5) or ``{"g": …, "l": …}`` (SDXL).
-
-    Both ComfyUI tokenizer classes hold their CLIP tokenizers as ``clip_<name>`` attributes, the
-    key that ``encode_from_tokens`` expects.
-    """
-    subs = {name[len("clip_"):]: sub for name, sub in vars(tokenizer).items()
-            if name.startswith("clip_") and hasattr(sub, "tokenizer") and hasattr(sub, "max_length")}
-    if not subs:
-        raise TypeError(f"{type(tokenizer).__name__} is not a CLIP tokenizer this trainer knows (expected "
-                        "clip_l / clip_g sub-tokenizers, as SD1.5 and SDXL checkpoints have)")
-    return subs
-
-
-def caption_windows(sub, caption: str, mode: str) -> list[list[int]]:
-    """Token-id windows of one encoder for ``caption`` (each ``sub.max_length`` long, padded)."""
-    if mode not in CAPTION_MODES:
-        raise ValueError(f"caption mode {mode!r}: use one of {CAPTION_MODES}")
-    ids = sub.tokenizer(caption)["input_ids"]
-    ids = ids[sub.tokens_start:len(ids) - 1 if sub.tokenizer_adds_end_token else len(ids)]
-    width = sub.max_length - (sub.start_token is not None) - (sub.end_token is not None)
-    pieces = [ids[i:i + width] for i in range(0, len(ids), width)] or [[]]
-    if mode == "truncate":
-        pieces = pieces[:1]
-    windows = []
-    for piece in pieces:
-        window = ([sub.start_token] if sub.start_token is not None else []) + piece
-        if sub.end_token is not None:
-            window.append(sub.end_token)
-        window += [sub.pad_token] * (sub.max_length - len(window))
-        windows.append(window)
-    return windows
-
-
-def literal_tokens(clip, caption: str, mode: str = "truncate") -> dict[str, list[list[tuple[int, float]]]]:
-    """The token structure ``clip.encode_from_tokens`` takes, built without ComfyUI's prompt parser."""
-    return {key: [[(t, 1.0) for t in w] for w in caption_windows(sub, caption, mode)]
-            for key, sub in _sub_tokenizers(clip.tokenizer).items()}
 
 
 def repeat_to_common_length(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -21,15 +21,16 @@ import torch
 from psa_model.formats.adapter_file import save_native, save_reference_bin
 from psa_model.adapter.patch import UserConditioning
 
+from .accumulation import accumulate_gradients
 from .checkpoint import load_checkpoint, restore_rng, rng_states, save_checkpoint
 from .config import TrainConfig
 from .data import SageDataset, data_fingerprint, load_split, random_subset
 from .distributed import average_gradients, average_scalars, rank_and_world
 from .latents import LatentSource
-from .loss import dpo_loss_from_predictions
+from .loss import DPOResult, dpo_loss_from_predictions
 from .metrics import MetricsLog, plot
-from .model import (NATIVE_RESOLUTION, BaseModel, ModelMismatchError, build_adapter, keep_projection_in_bf16,
-                    load_base, patch_model, predict_eps)
+from .model import (NATIVE_RESOLUTION, BaseModel, Bf16ReferenceUNet, ModelMismatchError, build_adapter,
+                    keep_projection_in_bf16, load_base, patch_model, predict_eps)
 from .recipes import recipe_arch
 from .text import TextEncoder
 
@@ -80,11 +81,13 @@ class Trainer:
             keep_projection_in_bf16(self.adapter)
         self.patched = patch_model(self.base.model, self.adapter)
         self.model_sampling = self.patched.get_model_object("model_sampling")
+        self.ref_unet = Bf16ReferenceUNet(self.patched) if cfg.ref_precision == "bf16" else None
         self.text = TextEncoder(self.base, self.resolution, cfg.caption_mode, cfg.text_cache_mb * 2**20)
         ckpt = Path(cfg.checkpoint)
         vae_identity = f"{ckpt.name}|{ckpt.stat().st_size}|{ckpt.stat().st_mtime_ns}" if ckpt.is_file() else ckpt.name
         self.latents = LatentSource(self.base.vae, self.patched, self.resolution, cfg.latent_cache or None,
-                                    vae_identity, cfg.resize_filter, cfg.latent_memory_mb * 2**20)
+                                    vae_identity, cfg.resize_filter, cfg.latent_memory_mb * 2**20,
+                                    cfg.crop_rounding)
         self.optimizer = make_optimizer(cfg, self.adapter.parameters())
         self.scheduler = constant_with_warmup(self.optimizer, cfg.warmup_steps)
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -107,6 +110,7 @@ class Trainer:
                 "cross_attention_dim": c.cross_attention_dim, "user_tokens": c.user_tokens, "steps": self.step,
                 "beta": self.cfg.beta, "lr": self.cfg.lr, "optimizer": self.cfg.optimizer,
                 "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum,
+                "loss_divisor": self.cfg.effective_loss_divisor(), "ref_precision": self.cfg.ref_precision,
                 "resolution": self.resolution, "recipe": self.cfg.recipe, "data_fingerprint": self.data_fp,
                 "base_checkpoint": Path(self.cfg.checkpoint).name, "run_fingerprint": self.fingerprint}
 
@@ -179,6 +183,8 @@ class Trainer:
             latents = latents + torch.cat([std_c, std_r]) * eps
         if augment and cfg.noise_offset:
             noise = noise + cfg.noise_offset * torch.randn((n, shape[0], 1, 1), generator=gen)[local]
+        if cfg.ref_precision == "bf16":  # the reference's latents and noise are bf16 tensors
+            latents, noise = latents.bfloat16().float(), noise.bfloat16().float()
         sigma = self.model_sampling.sigma(t).float()
         conds = self.text.batch(captions)
         emb = self._embeddings(dataset, pairs)
@@ -205,27 +211,41 @@ class Trainer:
         The reference runs first: its activations are freed before the policy's, which backward
         needs, are allocated, so a step never holds both sets at once.
         """
-        with torch.no_grad(), self._autocast():
-            ref = predict_eps(self.patched, inputs["x_noisy"], inputs["sigma"], inputs["conds"], UserConditioning.off())
+        if self.ref_unet is not None:  # bf16 weights, inputs and output, as the reference computes it
+            ref = self.ref_unet.predict_eps(inputs["x_noisy"], inputs["sigma"], inputs["conds"])
+        else:
+            with torch.no_grad(), self._autocast():
+                ref = predict_eps(self.patched, inputs["x_noisy"], inputs["sigma"], inputs["conds"],
+                                  UserConditioning.off())
         with torch.set_grad_enabled(grad), self._autocast():
             user = UserConditioning.from_adapter(self.adapter, inputs["embeddings"])
             eps = predict_eps(self.patched, inputs["x_noisy"], inputs["sigma"], inputs["conds"], user,
                               checkpointing=self.cfg.gradient_checkpointing)
-        return eps.float(), ref.float()
+        return eps.float(), (ref if self.ref_unet is not None else ref.float())
+
+    def dpo_result(self, inputs: dict, grad: bool = True) -> DPOResult:
+        """The Diffusion-DPO loss of a batch from :meth:`batch_inputs` (reference errors in bf16
+        under ``--ref-precision bf16``)."""
+        eps, ref = self.predictions(inputs, grad)
+        return dpo_loss_from_predictions(eps, ref, inputs["noise"].to(eps.device), self.cfg.beta,
+                                         ref_dtype=ref.dtype)
 
     def train_step(self) -> dict:
-        """One optimizer step (``grad_accum`` micro-batches); returns mean loss and accuracy."""
+        """One optimizer step (``grad_accum`` micro-batches, each loss divided by
+        ``effective_loss_divisor``); returns mean loss and accuracy."""
         self.optimizer.zero_grad(set_to_none=True)
         losses, accs, branches = [], [], []
-        for _ in range(self.cfg.grad_accum):
+
+        def micro_batch() -> torch.Tensor:
             inputs = self.batch_inputs(self.train_set, self._next_pairs(), self.gen, augment=True,
                                        shard=(self.rank, self.world))
-            eps, ref = self.predictions(inputs)
-            res = dpo_loss_from_predictions(eps, ref, inputs["noise"].to(eps.device), self.cfg.beta)
-            (res.loss / self.cfg.grad_accum).backward()
+            res = self.dpo_result(inputs)
             losses.append(res.loss.item())
             accs.append(res.accuracy.item())
             branches.append(res.branch_means())
+            return res.loss
+
+        accumulate_gradients(micro_batch, self.cfg.grad_accum, self.cfg.effective_loss_divisor())
         average_gradients(self.adapter.parameters(), self.world)
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.adapter.parameters(), self.cfg.max_grad_norm)
@@ -247,8 +267,7 @@ class Trainer:
         insides, losses, branches = [], [], []
         for i in range(0, len(pairs), self.cfg.batch_size):
             inputs = self.batch_inputs(dataset, pairs[i:i + self.cfg.batch_size], gen, augment=False)
-            eps, ref = self.predictions(inputs, grad=False)
-            res = dpo_loss_from_predictions(eps, ref, inputs["noise"], self.cfg.beta)
+            res = self.dpo_result(inputs, grad=False)
             insides.append(res.inside)
             losses.append(res.loss.item() * len(res.inside))
             branches.append({k: v * len(res.inside) for k, v in res.branch_means().items()})

@@ -124,24 +124,26 @@ def _resolve(root, *extra):
 
 def test_reference_recipes_set_the_reference_values_and_explicit_options_win(tmp_path):
     sd15 = _resolve(tmp_path, "--recipe", "reference-sd15")
-    expected = dict(resolution=512, batch_size=6, grad_accum=8, max_steps=5000, lr=5e-6, warmup_steps=500,
-                    optimizer="adamw", weight_decay=1e-2, max_grad_norm=1.0, beta=5000.0, precision="bf16",
-                    projection_dtype="bf16", latent_sampling="sample", random_flip=True, independent_flips=True,
-                    caption_dropout=0.2, caption_mode="truncate", resize_filter="bilinear", min_timestep=0,
-                    max_timestep=1000, gradient_checkpointing=False)
+    expected = dict(resolution=512, batch_size=6, grad_accum=4, loss_divisor=8, ref_precision="bf16", max_steps=5000,
+                    lr=5e-6, warmup_steps=500, optimizer="adamw", weight_decay=1e-2, max_grad_norm=1.0, beta=5000.0,
+                    precision="bf16", projection_dtype="bf16", latent_sampling="sample", random_flip=True,
+                    independent_flips=True, caption_dropout=0.2, caption_mode="truncate", resize_filter="bilinear",
+                    crop_rounding="reference", min_timestep=0, max_timestep=1000, gradient_checkpointing=False)
     assert {k: getattr(sd15, k) for k in expected} == expected
     sdxl = _resolve(tmp_path, "--recipe", "reference-sdxl")
-    expected.update(resolution=1024, batch_size=2, grad_accum=16, optimizer="adafactor", caption_dropout=0.36,
+    expected.update(resolution=1024, batch_size=2, grad_accum=8, loss_divisor=16, optimizer="adafactor",
+                    caption_dropout=0.36,
                     gradient_checkpointing=True)
     assert {k: getattr(sdxl, k) for k in expected} == expected
     pack = _resolve(tmp_path)
     assert (pack.recipe, pack.projection_dtype, pack.latent_sampling, pack.independent_flips,
-            pack.resolution) == ("pack", "fp32", "mean", False, 0)
+            pack.resolution, pack.effective_loss_divisor(), pack.ref_precision) == ("pack", "fp32", "mean", False, 0,
+                                                                                    1, "policy")
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"recipe": "reference-sdxl", "batch_size": 1, "lr": 1e-5}))
     mixed = _resolve(tmp_path, "--config", str(config), "--lr", "2e-5", "--no-independent-flips")
     assert (mixed.recipe, mixed.batch_size, mixed.lr, mixed.independent_flips, mixed.grad_accum) == \
-        ("reference-sdxl", 1, 2e-5, False, 16)
+        ("reference-sdxl", 1, 2e-5, False, 8)
 
 
 def test_a_recipe_for_the_other_architecture_is_refused(base, data, fixture_paths, tmp_path):
@@ -266,3 +268,22 @@ def test_training_subset_noise_offset_and_input_perturbation(base, data, fixture
     shift = o["noise"] - plain["noise"]  # a constant per image and channel, shared by chosen and rejected
     assert shift.abs().max() > 0 and torch.allclose(shift, shift.mean(dim=(2, 3), keepdim=True), atol=1e-6)
     assert torch.equal(shift[:2], shift[2:])
+
+
+def test_literal_text_encode_node_encodes_prompts_as_training_reads_captions(base):
+    """PSA Text Encode (literal) (docs/reference-parity.md, "Prompts at inference") gives the
+    training-side conditioning of the same text; the stock encoder reads weights and keeps the tail."""
+    from support.pack import node_class
+    from training.text import TextEncoder
+
+    node = node_class("PSATextEncodeLiteral")
+    training = TextEncoder(base, 64, "truncate")
+    for text in (PARENS, LONG, ""):
+        ((cond, extra),) = node.execute(text=text, clip=base.clip, mode="truncate")[0]
+        assert torch.equal(cond, training.encode(text)["c_crossattn"].to(cond.dtype)), text
+        assert "pooled_output" in extra
+    ((chunked, _),) = node.execute(text=LONG, clip=base.clip, mode="chunk")[0]
+    assert torch.equal(chunked, TextEncoder(base, 64, "chunk").encode(LONG)["c_crossattn"].to(chunked.dtype))
+    stock = base.clip.encode_from_tokens(base.clip.tokenize(PARENS))
+    assert not torch.equal(stock, training.encode(PARENS)["c_crossattn"].to(stock.dtype))  # "(red:1.5)" weighted
+    assert base.clip.encode_from_tokens(base.clip.tokenize(LONG)).shape[1] == 3 * 77
