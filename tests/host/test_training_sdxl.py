@@ -103,6 +103,25 @@ def test_sdxl_captions_are_literal_truncated_and_batch_with_mixed_lengths(sdxl, 
         assert record["step"] == 1 and record["loss"] == record["loss"]
 
 
+def test_literal_text_encode_node_gives_both_encoders_and_the_pooled_output_as_training(sdxl):
+    """PSA Text Encode (literal) on SDXL: the penultimate states of both encoders (2048 wide) and
+    CLIP-G's pooled output, equal to the training side's conditioning of the same text (its ``y``
+    is the pooled output with the size ids)."""
+    from support.pack import node_class
+    from training.text import TextEncoder
+
+    _, base = sdxl
+    training = TextEncoder(base, 1024, "truncate")
+    for text in (PARENS, LONG):
+        ((cond, extra),) = node_class("PSATextEncodeLiteral").execute(text=text, clip=base.clip, mode="truncate")[0]
+        expected = training.encode(text)
+        assert cond.shape == (1, 77, 2048)
+        assert torch.equal(cond, expected["c_crossattn"].to(cond.dtype)), text
+        y = base.model.model.encode_adm(pooled_output=extra["pooled_output"], width=1024, height=1024, crop_w=0,
+                                        crop_h=0, target_width=1024, target_height=1024, device=torch.device("cpu"))
+        assert torch.equal(y.float(), expected["y"]), text
+
+
 def test_reference_sdxl_recipe_runs_a_step(sdxl, tmp_path):
     """The reference-sdxl recipe (Adafactor, bf16 autocast and projection, posterior samples,
     independent flips, 0.36 dropout) trains on SDXL, shrunk to the fixture's size."""

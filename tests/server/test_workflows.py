@@ -39,7 +39,15 @@ def test_reference_workflows_sample_with_the_reference_settings(name, sampler):
     negative = api[str(sampler_inputs["negative"][0])]["inputs"]["text"]
     assert negative == REFERENCE_NEGATIVE
     basic = json.loads(WORKFLOWS[name.replace("reference", "basic")][1].read_text())
-    assert {n["class_type"] for n in api.values()} == {n["class_type"] for n in basic.values()}
+    profile_nodes = {"PSALoadProfile", "PSAProfilePreset"}
+    assert {n["class_type"] for n in api.values()} == \
+        ({n["class_type"] for n in basic.values()} - {"CLIPTextEncode"} - profile_nodes) | \
+        {"PSATextEncodeLiteral", "PSAProfilePreset"}
+    # prompts read literally and cut at 77 tokens, as the reference's pipelines read them
+    assert [n["inputs"]["mode"] for n in api.values() if n["class_type"] == "PSATextEncodeLiteral"] == ["truncate"] * 2
+    # a published Sage user, as in the paper's levels (docs/reference-parity.md, "Sampling")
+    assert [n["inputs"]["preset"] for n in api.values() if n["class_type"] == "PSAProfilePreset"] == \
+        ["level 3 (Sage user 0000002)"]
 
 
 def test_ddim_uniform_gives_the_leading_timesteps_of_the_reference_schedulers(sd15_checkpoint):
