@@ -4,6 +4,8 @@ One UNet only: the policy prediction runs the shared PSA layers (``psa_model.ada
 differentiable :class:`UserConditioning`; the reference prediction is the same patched model
 with PSA scale 0 (the patch is then a no-op), i.e. the frozen base UNet — the reference model
 of Diffusion-DPO is the base UNet with a zero-initialised adapter, which computes the same.
+``--ref-precision bf16`` computes the reference instead on a bf16 copy of the UNet, as the
+reference implementation does (``docs/reference-parity.md``, "Precision of the reference branch").
 Chosen and rejected latents share noise and timestep. All randomness of the loop comes from one ``torch.Generator`` whose state is
 checkpointed, so ``--resume`` continues bit-exactly.
 """

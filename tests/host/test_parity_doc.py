@@ -28,7 +28,7 @@ def _rows() -> list[list[str]]:
 
 
 def test_parity_table_names_real_options_and_node_inputs(comfy_host):
-    from support.pack import load_pack
+    from devkit.pack_loader import load_pack
     from training.config import TrainConfig, build_parser
     from training.recipes import RECIPES
 

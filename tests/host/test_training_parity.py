@@ -273,7 +273,7 @@ def test_training_subset_noise_offset_and_input_perturbation(base, data, fixture
 def test_literal_text_encode_node_encodes_prompts_as_training_reads_captions(base):
     """PSA Text Encode (literal) (docs/reference-parity.md, "Prompts at inference") gives the
     training-side conditioning of the same text; the stock encoder reads weights and keeps the tail."""
-    from support.pack import node_class
+    from devkit.pack_loader import node_class
     from training.text import TextEncoder
 
     node = node_class("PSATextEncodeLiteral")

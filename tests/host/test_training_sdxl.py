@@ -107,7 +107,7 @@ def test_literal_text_encode_node_gives_both_encoders_and_the_pooled_output_as_t
     """PSA Text Encode (literal) on SDXL: the penultimate states of both encoders (2048 wide) and
     CLIP-G's pooled output, equal to the training side's conditioning of the same text (its ``y``
     is the pooled output with the size ids)."""
-    from support.pack import node_class
+    from devkit.pack_loader import node_class
     from training.text import TextEncoder
 
     _, base = sdxl
