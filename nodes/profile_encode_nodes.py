@@ -18,6 +18,7 @@ from comfy_api.latest import io
 
 from psa_model.adapter.modules import REFERENCE_EMBED_DIM
 from psa_model.confine import PathEscapeError, under_roots
+from psa_model.profiles.boundaries import attribute_forbidden, boundary_warning
 from psa_model.profiles.embedding_cache import EmbeddingCache, encode_with_cache
 from psa_model.profiles.embedding_check import encoding_summary
 from psa_model.profiles.llm_encoder import DEFAULT_TEMPLATE, ProfileEncoder, check_model_folder, load_template
@@ -206,6 +207,9 @@ class PSAProfilePolicy(io.ComfyNode):
                 raise ProfileError("forbidden_source is 'explicit' but no categories were given (type them in "
                                    "'forbidden' or put 'forbidden' into the profile file; an empty list is written [])")
             explanation = "forbidden categories given explicitly"
+            warning = boundary_warning(spec.name or "profile", spec.forbidden, attribute_forbidden(spec))
+            if warning:
+                explanation += "\n" + warning
         else:
             spec = StructuredProfile.create(**{**spec.to_dict(), "forbidden": None, "allowed": None,
                                                "name": spec.name})
@@ -252,7 +256,9 @@ class PSAEncodeProfileLLM(io.ComfyNode):
                                        "numbers."),
                 io.Combo.Input("category_notation", options=list(NOTATION_CHOICES), optional=True,
                                tooltip="How <<BANNED>>/<<ALLOWED>> are written: ['Propaganda', 'Sexuality'] as in "
-                                       "the Sage table (published), or Sexuality, Propaganda."),
+                                       "the Sage table (published), Sexuality, Propaganda, or the forbidden ones only "
+                                       "(allowed written 'every other category': the categories stay legible in "
+                                       "the embedding; for adapters trained that way)."),
                 io.Combo.Input("religion_none", options=list(RELIGION_NONE_CHOICES), optional=True,
                                tooltip="The text for religion 'None': the published run read it as a missing value "
                                        "and wrote 'nan'."),
@@ -305,7 +311,8 @@ class PSAEncodeProfileLLM(io.ComfyNode):
                                              recipe=recipe)
         mm.soft_empty_cache()
         pbar.update_absolute(3)
-        label = ProfileLabel(spec.name or "LLM profile", spec.forbidden, spec.allowed, f"LLM {llm_name}")
+        label = ProfileLabel(spec.name or "LLM profile", spec.forbidden, spec.allowed, f"LLM {llm_name}",
+                             attribute_forbidden(spec))
         profile = PSAProfile(embeddings, (label,))
         note = "cache hit" if hits else "encoded"
         if derived is not None:

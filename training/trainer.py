@@ -22,8 +22,10 @@ import torch
 
 from psa_model.formats.adapter_file import save_native, save_reference_bin
 from psa_model.adapter.patch import UserConditioning
+from psa_model.profiles.boundaries import METADATA_KEY
 
 from .accumulation import accumulate_gradients
+from .boundaries import read_marker
 from .checkpoint import load_checkpoint, restore_rng, rng_states, save_checkpoint
 from .config import TrainConfig
 from .data import SageDataset, data_fingerprint, load_split, random_subset
@@ -99,6 +101,8 @@ class Trainer:
         self.cursor = 0
         self.fingerprint = cfg.run_fingerprint()
         self.data_fp = data_fingerprint(self.train_set)
+        # data built to separate boundaries from attributes (training/boundaries.py) says so in the adapter
+        self.boundary_data = read_marker(cfg.train_data)
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
         if cfg.resume:
             self._resume(cfg.resume)
@@ -114,7 +118,8 @@ class Trainer:
                 "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum,
                 "loss_divisor": self.cfg.effective_loss_divisor(), "ref_precision": self.cfg.ref_precision,
                 "resolution": self.resolution, "recipe": self.cfg.recipe, "data_fingerprint": self.data_fp,
-                "base_checkpoint": Path(self.cfg.checkpoint).name, "run_fingerprint": self.fingerprint}
+                "base_checkpoint": Path(self.cfg.checkpoint).name, "run_fingerprint": self.fingerprint,
+                **({METADATA_KEY: self.boundary_data} if self.boundary_data else {})}
 
     def _state(self) -> dict:
         return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),

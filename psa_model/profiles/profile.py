@@ -37,6 +37,9 @@ class ProfileLabel:
     forbidden: tuple[str, ...] | None = None  # None: not known
     allowed: tuple[str, ...] | None = None
     source: str = ""
+    # What the Sage policy gives for the profile's attributes (None: attributes not known); the
+    # summary warns when it differs from ``forbidden`` (psa_model/profiles/boundaries.py).
+    attribute_forbidden: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,12 +70,18 @@ class PSAProfile:
         return [label.name for label in self.labels]
 
     def describe(self) -> str:
-        """One line per profile: name, forbidden and allowed categories (when known)."""
+        """One line per profile: name, forbidden and allowed categories (when known), and a warning when
+        the categories differ from what the Sage policy gives for the profile's attributes."""
+        from .boundaries import boundary_warning
+
         lines = []
         for label in self.labels:
             forbidden = ", ".join(label.forbidden) if label.forbidden is not None else "unknown"
             allowed = ", ".join(label.allowed) if label.allowed is not None else "unknown"
             lines.append(f"{label.name}: forbidden [{forbidden}]; allowed [{allowed}]")
+            warning = boundary_warning(label.name, label.forbidden, label.attribute_forbidden)
+            if warning:
+                lines.append(f"  {warning}")
         return "\n".join(lines)
 
 
@@ -186,8 +195,18 @@ def load_profile_file(path: Path, roots: Sequence[Path] | None = None) -> PSAPro
         embedding = load_embedding_file(target)
     except ProfileError as exc:
         raise ProfileError(f"{source}: its embedding {spec['embedding']!r}: {exc}") from None
-    label = ProfileLabel(spec.get("name") or path.stem, forbidden, allowed, source)
+    label = ProfileLabel(spec.get("name") or path.stem, forbidden, allowed, source, _attribute_forbidden(spec))
     return PSAProfile(embedding[None], (label,))
+
+
+def _attribute_forbidden(spec: dict) -> tuple[str, ...] | None:
+    """The Sage policy's set for the attributes kept beside an embedding (None without attributes)."""
+    from .boundaries import attribute_forbidden
+    from .schema import ATTRIBUTE_KEYS, StructuredProfile
+
+    attrs = {k: v for k, v in spec.items() if k.strip().lower() in ATTRIBUTE_KEYS and v not in (None, "")}
+    attrs = {k: v for k, v in attrs.items() if k.strip().lower() not in ("user_id", "cluster_id")}
+    return attribute_forbidden(StructuredProfile.from_dict(attrs, spec.get("name") or "profile")) if attrs else None
 
 
 def normalise_user_id(user_id: str | int) -> str:

@@ -12,7 +12,10 @@ numbers, so it can be shown to the user and be part of the embedding-cache key:
   ``"float32"``: run and pool in float32.
 - ``category_notation`` — ``"python-list"`` (published): ``<<BANNED>>``/``<<ALLOWED>>`` written as
   the users table writes them, ``['Propaganda', 'Sexuality']`` (alphabetical, ``[]`` when empty);
-  ``"comma"``: ``Sexuality, Propaganda`` in the project's category order, ``none`` when empty.
+  ``"comma"``: ``Sexuality, Propaganda`` in the project's category order, ``none`` when empty;
+  ``"forbidden-only"``: ``<<BANNED>>`` as ``"comma"``, ``<<ALLOWED>>`` written ``every other
+  category`` (``every category`` when nothing is forbidden), so only the forbidden categories'
+  names occur in the text and a pooled embedding carries them (docs/profiles.md, "Options").
 - ``religion_none`` — the text for the religion ``None``: ``"nan"`` (published: the reference read
   the table with pandas 2.2, which takes the cell ``None`` for a missing value, so its prompts say
   ``nan``) or ``"None"`` (the table's own spelling).
@@ -32,7 +35,9 @@ from .schema import StructuredProfile
 
 POOLINGS = ("mean", "sum")
 DTYPES = ("model", "float32")
-CATEGORY_NOTATIONS = ("python-list", "comma")
+CATEGORY_NOTATIONS = ("python-list", "comma", "forbidden-only")
+OTHER_CATEGORIES = "every other category"
+ALL_CATEGORIES = "every category"
 RELIGION_NONE = ("nan", "None")
 UNKNOWN = "unknown"
 _DTYPE_NAMES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -66,7 +71,8 @@ class EncodingRecipe:
         """One line for a node's summary."""
         name = "published recipe" if self.is_published() else "NOT the published recipe"
         pooling = "mean" if self.pooling == "mean" else "sum (pipeline variant)"
-        notation = "Python lists" if self.category_notation == "python-list" else "comma-separated"
+        notation = {"python-list": "Python lists", "comma": "comma-separated",
+                    "forbidden-only": "forbidden only (allowed as 'every other category')"}[self.category_notation]
         return (f"{name}: {pooling} pooling in {dtype_name(compute_dtype)}, categories as {notation}, "
                 f"religion None written {self.religion_none!r}")
 
@@ -105,6 +111,13 @@ def categories_text(categories, notation: str) -> str:
     return ", ".join(categories) if categories else "none"
 
 
+def allowed_text(profile: StructuredProfile, notation: str) -> str:
+    """``<<ALLOWED>>`` text; with ``"forbidden-only"`` no category is named (module docstring)."""
+    if notation == "forbidden-only" and profile.allowed is not None:
+        return ALL_CATEGORIES if not profile.forbidden else OTHER_CATEGORIES
+    return categories_text(profile.allowed, notation)
+
+
 def template_values(profile: StructuredProfile, recipe: EncodingRecipe = PUBLISHED_RECIPE) -> dict[str, str]:
     """Placeholder → text for one profile (missing attributes: ``unknown``)."""
     religion = profile.religion
@@ -118,7 +131,7 @@ def template_values(profile: StructuredProfile, recipe: EncodingRecipe = PUBLISH
         "<<MENTAL>>": profile.mental_condition or UNKNOWN,
         "<<PHYSICAL>>": profile.physical_condition or UNKNOWN,
         "<<BANNED>>": categories_text(profile.forbidden, recipe.category_notation),
-        "<<ALLOWED>>": categories_text(profile.allowed, recipe.category_notation),
+        "<<ALLOWED>>": allowed_text(profile, recipe.category_notation),
     }
 
 
@@ -142,7 +155,8 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str = "mea
 # --- choices as a node shows them (first = published) -----------------------------------------
 POOLING_CHOICES = {"mean (published)": "mean", "sum (pipeline variant)": "sum"}
 DTYPE_CHOICES = {"model dtype (published)": "model", "float32": "float32"}
-NOTATION_CHOICES = {"Python list, alphabetical (published)": "python-list", "comma-separated": "comma"}
+NOTATION_CHOICES = {"Python list, alphabetical (published)": "python-list", "comma-separated": "comma",
+                    "forbidden only (categories legible)": "forbidden-only"}
 RELIGION_NONE_CHOICES = {"nan (as the published run read the table)": "nan", "None (table spelling)": "None"}
 
 

@@ -36,3 +36,15 @@ def test_sage_and_rule_policy_through_the_node(nodes_mod):
     _, forbidden, _, explanation = build(*args, "rule policy", "")
     assert forbidden == "Hate, Violence, Self-Harm, Sexuality, Propaganda"
     assert "rules fired: minor; restrictive religion" in explanation
+
+
+def test_explicit_categories_that_contradict_the_attributes_are_warned_about(nodes_mod):
+    """The operator allows everything for a 15-year-old Muslim; the Sage policy would forbid
+    Sexuality and Propaganda, and an adapter trained on Sage may apply those (README, "Stated
+    categories that contradict the attributes")."""
+    args = (nodes_mod.NO_FILE, 15, "male", "Islam", "healthy", "healthy", "explicit / from file")
+    spec, forbidden, _, explanation = nodes_mod.PSAProfilePolicy.execute(*args, "Violence").result
+    assert spec.forbidden == ("Violence",)
+    assert "WARNING" in explanation and "[Sexuality, Propaganda]" in explanation and "published" in explanation
+    _, _, _, agreeing = nodes_mod.PSAProfilePolicy.execute(*args, "Sexuality, Propaganda").result
+    assert "WARNING" not in agreeing

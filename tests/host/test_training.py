@@ -198,12 +198,35 @@ def test_training_outputs_load_in_the_node_path(base, data, fixture_paths, tmp_p
     adapter = load_adapter(path)
     meta = json.loads(read_adapter_tensors(path)[1]["training"])
     assert meta["steps"] == 30 and meta["beta"] == 5000.0 and meta["arch"] == "sd15" and meta["data_fingerprint"]
+    assert "boundary_data" not in meta   # plain Sage-style data: not trained to follow stated categories
     attach_adapter(base.model, adapter)
     ref = load_adapter(tmp_path / "psa_adapter.bin")
     for k, v in adapter.state_dict().items():
         assert torch.equal(v, ref.state_dict()[k])
     assert json.loads((tmp_path / "config.json").read_text())["lr"] == 1e-2
     assert (tmp_path / "training_plot.png").stat().st_size > 1000
+
+
+def test_boundary_decorrelated_data_is_recorded_in_the_adapter(base, data, fixture_paths, tmp_path):
+    """training.boundaries: resampled users' pairs follow their new sets, and the adapter trained on
+    the split says so in its metadata (README, "Stated categories that contradict the attributes")."""
+    from psa_model.profiles.boundaries import adapter_boundary_data
+    from training.boundaries import resample, write_split
+    from training.data import load_split
+
+    lines = (data["train"] / "metadata.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    forbidden = {f"{int(r['user_data']['User_ID']):07d}": tuple(r["user_data"]["Forbidden"]) for r in records}
+    records, new_users = resample(records, forbidden, share=0.5, seed=0, first_new_id=100)
+    vectors = {uid: np.load(data["embeddings"] / f"{source}.npy") + 0.1 for uid, (source, _) in new_users.items()}
+    train = write_split(data["train"], data["embeddings"], tmp_path / "resampled", records, vectors, {"share": 0.5})
+    split = load_split(train, tmp_path / "resampled" / "embeddings")
+    assert len(split) == len(records) and set(new_users) <= set(split.embeddings)
+    cfg = small_config(dict(data, train=train, embeddings=tmp_path / "resampled" / "embeddings"), tmp_path / "run",
+                       fixture_paths["sd15_tiny.safetensors"], max_steps=1)
+    path = trainer_for(cfg, base).train()
+    recorded = adapter_boundary_data(read_adapter_tensors(path)[1])
+    assert recorded["recipe"] == "resampled explicit categories" and recorded["share"] == 0.5
 
 
 def test_learns_user_conditioned_preferences(comfy_host, fixture_paths, tmp_path):
