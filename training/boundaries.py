@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from psa_model.profiles.boundaries import MARKER_FILE, RECIPE_NAME
-from psa_model.profiles.profile import CATEGORIES
+from psa_model.profiles.vocabulary import CATEGORIES
 
 from .data import DataValidationError, user_id_string
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ..confine import PathEscapeError, confined_path
-from .schema import ATTRIBUTE_KEYS, check_attribute_values
+from .boundaries import attribute_forbidden, boundary_warning
+from .schema import ATTRIBUTE_KEYS, StructuredProfile, check_attribute_values
 from .vocabulary import (CATEGORIES, SAGE_EMBEDDINGS_DIR, SAGE_USERS_FILE, ProfileError,
                          parse_category_list, read_json_file, short_repr)
 
@@ -72,8 +73,6 @@ class PSAProfile:
     def describe(self) -> str:
         """One line per profile: name, forbidden and allowed categories (when known), and a warning when
         the categories differ from what the Sage policy gives for the profile's attributes."""
-        from .boundaries import boundary_warning
-
         lines = []
         for label in self.labels:
             forbidden = ", ".join(label.forbidden) if label.forbidden is not None else "unknown"
@@ -201,9 +200,6 @@ def load_profile_file(path: Path, roots: Sequence[Path] | None = None) -> PSAPro
 
 def _attribute_forbidden(spec: dict) -> tuple[str, ...] | None:
     """The Sage policy's set for the attributes kept beside an embedding (None without attributes)."""
-    from .boundaries import attribute_forbidden
-    from .schema import ATTRIBUTE_KEYS, StructuredProfile
-
     attrs = {k: v for k, v in spec.items() if k.strip().lower() in ATTRIBUTE_KEYS and v not in (None, "")}
     attrs = {k: v for k, v in attrs.items() if k.strip().lower() not in ("user_id", "cluster_id")}
     return attribute_forbidden(StructuredProfile.from_dict(attrs, spec.get("name") or "profile")) if attrs else None

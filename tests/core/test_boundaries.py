@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from psa_model.profiles.boundaries import adapter_boundary_data, attribute_forbidden
-from psa_model.profiles.profile import CATEGORIES, ProfileLabel, PSAProfile, load_profile_file
+from psa_model.profiles.profile import ProfileLabel, PSAProfile, load_profile_file
 from psa_model.profiles.recipe import EncodingRecipe, template_values
 from psa_model.profiles.schema import StructuredProfile
+from psa_model.profiles.vocabulary import CATEGORIES
 
 # A child with a war history and an intellectual disability: the Sage policy forbids every category.
 CHILD = dict(age=10, gender="female", religion="Christianity", mental_condition="war",
