@@ -15,7 +15,8 @@ PACK_MODULE = "comfyui_psa_pack_under_test"
 
 
 def load_pack():
-    """The pack's top-level module (ComfyUI's tree must already be importable)."""
+    """The pack's top-level module, its ``comfy_entrypoint`` called once as ComfyUI's loader calls it
+    (which registers the pack's model folders). ComfyUI's tree must already be importable."""
     if PACK_MODULE in sys.modules:
         return sys.modules[PACK_MODULE]
     spec = importlib.util.spec_from_file_location(PACK_MODULE, REPO_ROOT / "__init__.py",
@@ -23,6 +24,7 @@ def load_pack():
     module = importlib.util.module_from_spec(spec)
     sys.modules[PACK_MODULE] = module
     spec.loader.exec_module(module)
+    asyncio.run(module.comfy_entrypoint())
     return module
 
 

@@ -1,7 +1,8 @@
-"""Model folders of the pack: ``models/psa_adapters`` and ``models/psa_profiles``.
+"""Model folders of the pack: ``models/psa_adapters``, ``models/psa_profiles`` and the LLM folders.
 
-Registered with ComfyUI's ``folder_paths`` so ``extra_model_paths.yaml`` entries named
-``psa_adapters`` / ``psa_profiles`` add more locations, like any other model type.
+:func:`register` adds them to ComfyUI's ``folder_paths`` (called once, by the pack's
+``comfy_entrypoint``; importing this module changes nothing), so ``extra_model_paths.yaml``
+entries of the same names add more locations, like any other model type.
 """
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ ADAPTERS = "psa_adapters"
 PROFILES = "psa_profiles"
 ADAPTER_EXTENSIONS = {".safetensors", ".bin"}
 PROFILE_EXTENSIONS = {".npy", ".json", ".safetensors"}
+LLM_FOLDERS = ("LLM", "psa_llm")  # Hugging Face model folders and profile templates (any file type)
 
 
 def register() -> None:
-    for name, extensions in ((ADAPTERS, ADAPTER_EXTENSIONS), (PROFILES, PROFILE_EXTENSIONS)):
+    """Add every folder of the pack to ``folder_paths``, its default (``models/<name>``) first; idempotent."""
+    folders = [(ADAPTERS, ADAPTER_EXTENSIONS), (PROFILES, PROFILE_EXTENSIONS)] + [(n, set()) for n in LLM_FOLDERS]
+    for name, extensions in folders:
         default = os.path.join(folder_paths.models_dir, name)
         if name in folder_paths.folder_names_and_paths:
             paths, exts = folder_paths.folder_names_and_paths[name]

@@ -10,7 +10,6 @@ PSA Save Image (redacted) writes images without them (docs/security.md, "Privacy
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import folder_paths
@@ -38,7 +37,6 @@ from .profile_nodes import Profile
 
 SPEC = "PSA_PROFILE_SPEC"
 ProfileSpec = io.Custom(SPEC)
-LLM_FOLDERS = ("LLM", "psa_llm")
 NOT_GIVEN = "(not given)"
 NO_FILE = "(none: use the widgets)"
 DEFAULT_TEMPLATE_NAME = "(project default wording)"
@@ -49,18 +47,8 @@ EXPLICIT = SOURCES[2]
 CACHE_DIR_NAME = "psa_embedding_cache"
 
 
-def register_llm_folders() -> None:
-    for name in LLM_FOLDERS:
-        default = os.path.join(folder_paths.models_dir, name)
-        if name not in folder_paths.folder_names_and_paths:
-            folder_paths.folder_names_and_paths[name] = ([default], set())
-        elif default not in folder_paths.folder_names_and_paths[name][0]:
-            folder_paths.folder_names_and_paths[name][0].insert(0, default)
-
-
 def _llm_roots() -> list[Path]:
-    register_llm_folders()
-    return [Path(p) for name in LLM_FOLDERS for p in folder_paths.get_folder_paths(name)]
+    return [Path(p) for name in folders.LLM_FOLDERS for p in folder_paths.get_folder_paths(name)]
 
 
 def _glob_names(root: Path, pattern: str) -> list[Path]:
