@@ -19,6 +19,8 @@ import torch
 
 from psa_model.profiles.vocabulary import CATEGORIES
 
+from training.threads import ThreadGovernor
+
 from . import concepts, denoiser
 from .text_encoder import build_clip  # noqa: F401  (re-exported: the world builds both here)
 
@@ -81,6 +83,7 @@ def train_colour_table(unet, conds: dict[str, torch.Tensor], latents: dict[tuple
     hook = denoiser.switch_hook(unet, amounts)
     started = time.monotonic()
     loss = torch.tensor(float("nan"))
+    governor = ThreadGovernor()   # its tiny steps suffer most when other programs share the cores
     try:
         for step in range(steps):
             xs, ctx = [], []
@@ -99,12 +102,17 @@ def train_colour_table(unet, conds: dict[str, torch.Tensor], latents: dict[tuple
             a = alphas[t].float().view(-1, 1, 1, 1)
             noise = torch.randn(x0.shape, generator=gen)
             xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            pred = live_path_forward(unet, xt, t.float(), torch.stack(ctx))
             weight = ((1 - a) / a).view(-1)
-            loss = ((pred - noise) ** 2).mean(dim=(1, 2, 3)).mul(weight).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+
+            def update(xt=xt, t=t, ctx=torch.stack(ctx), noise=noise, weight=weight) -> torch.Tensor:
+                pred = live_path_forward(unet, xt, t.float(), ctx)
+                step_loss = ((pred - noise) ** 2).mean(dim=(1, 2, 3)).mul(weight).mean()
+                opt.zero_grad(set_to_none=True)
+                step_loss.backward()
+                opt.step()
+                return step_loss
+
+            loss = governor.run(update)
             decay.step()
             if on_step is not None:
                 on_step(step + 1)
@@ -114,6 +122,7 @@ def train_colour_table(unet, conds: dict[str, torch.Tensor], latents: dict[tuple
     finally:
         hook.remove()
         table.requires_grad_(False)
+        torch.set_num_threads(governor.many)
     return float(loss.item())
 
 

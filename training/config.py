@@ -102,13 +102,15 @@ class TrainConfig:
                                          "differ are amplified (docs/toy-world.md)")
     zero_embeddings: bool = _opt(False, "ablation: replace every user embedding by a constant (no user info)")
     progress: bool = _opt(True, "show a tqdm progress bar")
+    threads: int = _opt(0, "CPU threads for torch; 0 = auto: all cores, switching to one thread while that runs "
+                           "steps faster (e.g. another program keeps a core busy) and back (docs/benchmarks.md)")
     malloc_tuning: bool = _opt(True, "glibc: keep freed memory for the next step instead of returning it to the OS "
                                      "(faster CPU steps; off when MALLOC_*/GLIBC_TUNABLES/LD_PRELOAD is set)")
 
     # Fields that do not change the optimisation trajectory (allowed to differ on --resume).
     NON_TRAJECTORY = ("output_dir", "resume", "max_steps", "checkpoint_every", "validate_every",
                       "val_max_pairs", "progress", "export_reference_bin", "latent_cache", "val_data",
-                      "malloc_tuning", "text_cache_mb", "latent_memory_mb")
+                      "malloc_tuning", "text_cache_mb", "latent_memory_mb", "threads")
 
     def run_fingerprint(self) -> str:
         """Hash of everything that determines the training trajectory (checked on ``--resume``)."""
@@ -149,8 +151,8 @@ class TrainConfig:
                              "attention, which the reference's loaders compute differently (docs/user-tokens.md)")
         if self.resolution < 0 or self.resolution % 8:
             raise ValueError(f"resolution {self.resolution}: use 0 (the model's own) or a multiple of 8")
-        if self.train_subset < 0 or self.text_cache_mb < 0 or self.latent_memory_mb < 0:
-            raise ValueError("train_subset, text_cache_mb and latent_memory_mb must be ≥ 0")
+        if self.train_subset < 0 or self.text_cache_mb < 0 or self.latent_memory_mb < 0 or self.threads < 0:
+            raise ValueError("train_subset, text_cache_mb, latent_memory_mb and threads must be ≥ 0")
         if self.noise_offset < 0 or self.input_perturbation < 0:
             raise ValueError("noise_offset and input_perturbation must be ≥ 0")
         if not self.standardize_ridge > 0:
