@@ -7,6 +7,7 @@ ComfyUI's own attention, untouched.
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 
 
 def user_attention(q: torch.Tensor, k_user: torch.Tensor, v_user: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -14,15 +15,12 @@ def user_attention(q: torch.Tensor, k_user: torch.Tensor, v_user: torch.Tensor, 
 
     q: [B, N, h]; k_user, v_user: [B, T, h] → [B, N, h]. Same head split as the text attention.
     """
-    b, n, h = q.shape
+    h = q.shape[-1]
     if h % n_heads:
         raise ValueError(f"inner dim {h} is not divisible by {n_heads} heads")
-    d = h // n_heads
-    qh = q.reshape(b, n, n_heads, d).transpose(1, 2)
-    kh = k_user.reshape(b, -1, n_heads, d).transpose(1, 2)
-    vh = v_user.reshape(b, -1, n_heads, d).transpose(1, 2)
+    qh, kh, vh = (rearrange(x, "b n (heads d) -> b heads n d", heads=n_heads) for x in (q, k_user, v_user))
     out = torch.nn.functional.scaled_dot_product_attention(qh, kh, vh)
-    return out.transpose(1, 2).reshape(b, n, h)
+    return rearrange(out, "b heads n d -> b n (heads d)")
 
 
 def single_token_user_branch(v_user: torch.Tensor) -> torch.Tensor:

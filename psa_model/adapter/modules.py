@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from .layer_map import Architecture, architecture
@@ -98,8 +99,7 @@ class UserProjection(nn.Module):
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """[P, E] → [P, T, c]."""
-        x = self.proj(embeddings).reshape(embeddings.shape[0], self.user_tokens, self.cross_attention_dim)
-        return self.norm(x)
+        return self.norm(rearrange(self.proj(embeddings), "p (t c) -> p t c", t=self.user_tokens))
 
 
 class UserKVPair(nn.Module):
