@@ -14,6 +14,13 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
+from psa_model.scratch import ScratchError, claim
+from training.allocator import keep_freed_memory
+from training.comfy_host import import_comfy
+
+from .plots import render
+from .server import bench_profile_switch
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Cheapest first, so a run cut short still holds most figures.
@@ -21,7 +28,7 @@ NAMES = ("adapter_load", "encoder", "many_users", "overhead", "profile_switch", 
 
 
 def _machine() -> dict:
-    import torch
+    import torch  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
     try:
         with open("/proc/cpuinfo") as fh:
@@ -37,31 +44,30 @@ def _machine() -> dict:
 
 def run_one(name: str, quick: bool, work: Path) -> dict:
     if name == "adapter_load":
-        from .adapter_load import bench_adapter_load
+        from .adapter_load import bench_adapter_load  # noqa: PLC0415 - heavy (torch): keeps this module light to import
         return bench_adapter_load(quick, work / "adapter_load")
     if name == "encoder":
-        from .encoder import bench_encoder
+        from .encoder import bench_encoder  # noqa: PLC0415 - heavy (torch): keeps this module light to import
         return bench_encoder(quick, work / "encoder")
     if name == "many_users":
-        from .sampling import bench_many_users
+        from .sampling import bench_many_users  # noqa: PLC0415 - heavy (torch): keeps this module light to import
         return bench_many_users(quick)
     if name == "overhead":
-        from .sampling import bench_overhead
+        from .sampling import bench_overhead  # noqa: PLC0415 - heavy (torch): keeps this module light to import
         return bench_overhead(quick)
     if name == "profile_switch":
-        from .server import bench_profile_switch
         return bench_profile_switch(quick, work / "profile_switch")
     if name == "scaling":
-        from .sampling import bench_scaling
+        from .sampling import bench_scaling  # noqa: PLC0415 - heavy (torch): keeps this module light to import
         return bench_scaling(quick)
     if name == "training":
-        from .training import bench_latent_cache, bench_memory_and_time
+        from .training import bench_latent_cache, bench_memory_and_time  # noqa: PLC0415 - heavy (torch): keeps this module light to import
         cache = (dict(unet="tiny", captions=2, warmup_steps=1, resolution=128) if quick
                  else dict(unet="full", captions=2, warmup_steps=1))
         return {"step": bench_memory_and_time(steps=2 if quick else 5, repeats=1, malloc="trainer"),
                 "latent_cache": [bench_latent_cache(work / "training", **cache)]}
     if name == "gpu":
-        import torch
+        import torch  # noqa: PLC0415 - heavy (torch): keeps this module light to import
         if not torch.cuda.is_available():
             return {"status": "not run: no CUDA device on this machine; run the same command on a GPU machine "
                               "(fp16 and bf16 columns are left empty in docs/benchmarks.md)"}
@@ -84,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
                              "core). On a machine another job keeps busy, use fewer than the cores: a parallel "
                              "step waits for its slowest thread (docs/benchmarks.md, Method)")
     args = parser.parse_args(argv)
-    from psa_model.scratch import ScratchError, claim
 
     try:
         claim(args.work, "the benchmarks' scratch folder (--work)")
@@ -93,12 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # inherited by the server and training workers
             os.environ[var] = str(args.threads)
-        import torch
+        import torch  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
         torch.set_num_threads(args.threads)
-
-    from training.allocator import keep_freed_memory
-    from training.comfy_host import import_comfy
 
     keep_freed_memory()  # as the trainer and a long-running server would; see training/allocator.py
     import_comfy(force_cpu=True)
@@ -119,8 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         report["seconds"]["total"] = round(time.perf_counter() - started, 1)
         (args.out / "report.json").write_text(json.dumps(report, indent=1))
     if not args.no_plots:
-        from .plots import render
-
         report["plots"] = [str(p) for p in render(report, args.out)]
         (args.out / "report.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

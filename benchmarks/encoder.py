@@ -19,8 +19,8 @@ from psa_model.profiles.llm_encoder import ProfileEncoder, load_template
 from psa_model.profiles.schema import StructuredProfile
 from psa_model.scratch import claim, remove
 
-from .tiny_llm import build_tiny_qwen2
 from .timing import paired_runs, ratio_summary
+from .tiny_llm import build_tiny_qwen2
 
 
 def _rss_mib() -> float:

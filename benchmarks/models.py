@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from devkit.fixtures import ensure_fixtures, fill_parameters
 from devkit.random_adapters import random_adapter, random_embeddings
 from devkit.unet_configs import SD15_FULL, SDXL_FULL, sd15_config
 from psa_model.adapter.layer_map import architecture, match_sites
@@ -28,10 +29,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _patcher(model_config_cls, unet_config: dict, device: str | None = None, seed: int = 0):
-    import comfy.model_management
-    import comfy.model_patcher
-
-    from devkit.fixtures import fill_parameters
+    import comfy.model_management  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
+    import comfy.model_patcher  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     config = model_config_cls(copy.deepcopy(unet_config))
     config.set_inference_dtype(torch.float32, None)
@@ -46,7 +45,7 @@ def _patcher(model_config_cls, unet_config: dict, device: str | None = None, see
 
 def sd15_unet(channels: int = 320, mult: tuple[int, ...] = (1, 2, 4, 4), seed: int = 0):
     """A ComfyUI ``ModelPatcher`` of an SD1.5-layout UNet with random weights (fp32, CPU)."""
-    import comfy.supported_models
+    import comfy.supported_models  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     return _patcher(comfy.supported_models.SD15, sd15_config(channels, mult),
                     seed=seed)
@@ -54,7 +53,7 @@ def sd15_unet(channels: int = 320, mult: tuple[int, ...] = (1, 2, 4, 4), seed: i
 
 def meta_unet(arch: str):
     """A full-size SD1.5 or SDXL UNet on the ``meta`` device: real shapes, no weights."""
-    import comfy.supported_models
+    import comfy.supported_models  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     if arch == "sd15":
         return _patcher(comfy.supported_models.SD15, SD15_FULL,
@@ -64,9 +63,7 @@ def meta_unet(arch: str):
 
 def fixture_model(name: str):
     """The tiny SD1.5 checkpoint's or the tiny SDXL UNet's ``ModelPatcher`` (built if missing)."""
-    import comfy.sd
-
-    from devkit.fixtures import ensure_fixtures
+    import comfy.sd  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     paths = ensure_fixtures(REPO_ROOT / ".cache" / "fixtures")
     if name == "sd15":
@@ -107,7 +104,7 @@ def reference_style_model(base, adapter: PSAAdapter, embeddings: torch.Tensor, s
     applied to the user tokens inside every layer call, and the second attention is a real
     softmax attention (ComfyUI's own attention function, as for the text term) even for T = 1.
     """
-    import comfy.ldm.modules.attention as comfy_attention
+    import comfy.ldm.modules.attention as comfy_attention  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     arch = adapter.config.arch
     sites = match_sites(architecture(arch), base.get_model_object("diffusion_model"))

@@ -9,10 +9,10 @@ def _errorbar(entry: dict) -> tuple[float, float, float]:
 
 
 def render(report: dict, out: Path) -> list[Path]:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - optional: only for plots
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - optional: only for plots
 
     results = report.get("results", {})
     written = []

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from psa_model.adapter.patch import attach_profile, installed_adapter
+from psa_model.adapter.patch import attach_adapter, attach_profile, installed_adapter
 
 from . import models
 from .timing import paired_runs, quartiles, ratio_summary
@@ -51,7 +51,7 @@ class Interleaved:
 def interleaved_sample(base, variants: dict, arch: str, batch: int, size: int, steps: int, cfg: float = 7.0,
                        seed: int = 0) -> dict[str, list[float]]:
     """Per-call seconds of each variant (first step dropped) over one KSampler run on ``base``."""
-    import comfy.sample
+    import comfy.sample  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     wrapper = Interleaved(variants)
     sampler_model = base.clone()
@@ -84,8 +84,6 @@ def _setup_seconds(psa_base, embeddings: torch.Tensor, repeats: int) -> tuple[fl
 
 def overhead_case(label: str, base, arch: str, size: int, steps: int, multi_tokens: int) -> dict:
     """Benchmark 1 on one model: stock vs PSA (T = 1 and T = ``multi_tokens``) vs reference-style."""
-    from psa_model.adapter.patch import attach_adapter
-
     single = models.adapter_for(base, arch, 1)
     multi = models.adapter_for(base, arch, multi_tokens)
     emb = models.profiles(1)
@@ -200,11 +198,10 @@ def bench_many_users(quick: bool) -> dict:
     fixed per-run share it implies: with a run costing ``F + b·R`` for ``b`` rows, the ratio is
     ``(F + 4R) / (4F + 4R)``, so ≤ 0.75 needs ``F`` ≥ 1/3 of a batch-1 run.
     """
-    import comfy.sample
+    import comfy.sample  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     base = models.sd15_unet(**SCALING_UNET)
     adapter = models.adapter_for(base, "sd15", 1)
-    from psa_model.adapter.patch import attach_adapter
 
     psa_base = attach_adapter(base, adapter)
     emb = models.profiles(4)

@@ -26,6 +26,9 @@ import re
 import sys
 from pathlib import Path
 
+from devkit.comfy_server import ComfyServer
+from training.comfy_host import comfyui_path
+
 from .timing import quartiles
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -56,10 +59,8 @@ def _execution_seconds(entry: dict) -> float:
 
 
 def bench_profile_switch(quick: bool, work: Path) -> dict:
-    from devkit.fixtures import ensure_fixtures
-    from devkit.comfy_server import ComfyServer
-    from devkit.demo_models import prepare_models_dir
-    from training.comfy_host import comfyui_path
+    from devkit.demo_models import prepare_models_dir  # noqa: PLC0415 - heavy (torch): keeps this module light to import
+    from devkit.fixtures import ensure_fixtures  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
     fixtures = ensure_fixtures(REPO_ROOT / ".cache" / "fixtures")
     models_dir = prepare_models_dir(work / "models", {"sd15_tiny.safetensors": fixtures["sd15_tiny.safetensors"]})

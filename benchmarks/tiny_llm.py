@@ -7,19 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from training.comfy_host import comfyui_path
+
 HIDDEN = 32
 
 
 def comfy_tokenizer_dir() -> Path:
-    from training.comfy_host import comfyui_path
-
     return comfyui_path() / "comfy" / "text_encoders" / "qwen25_tokenizer"
 
 
 def build_tiny_qwen2(folder: Path, keep_chat_template: bool = True, seed: int = 0, dtype=None) -> Path:
     """Saved in ``dtype`` (default float32); config.json then names that dtype, like Qwen2.5's bfloat16."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    import torch  # noqa: PLC0415 - heavy (torch): keeps this module light to import
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM  # noqa: PLC0415 - heavy (transformers): loaded only when used
 
     tokenizer = AutoTokenizer.from_pretrained(str(comfy_tokenizer_dir()), local_files_only=True)
     if not keep_chat_template:

@@ -33,17 +33,28 @@ from pathlib import Path
 import torch
 
 from devkit.cli import positive_int
+from devkit.fixtures import ensure_fixtures, fill_parameters
 from devkit.unet_configs import SD15_FULL
+from psa_model.adapter.layer_map import architecture, match_sites
+from psa_model.adapter.modules import REFERENCE_EMBED_DIM, PSAAdapter, adapter_config_for_model
+from psa_model.adapter.patch import UserConditioning
+from psa_model.scratch import ScratchError, claim, remove
+from training.allocator import keep_freed_memory
+from training.comfy_host import import_comfy
+from training.config import TrainConfig
+from training.loss import dpo_loss_from_predictions
+from training.model import BaseModel, load_base, patch_model, predict_eps
+from training.synthetic import generate
+from training.text import TextEncoder
+from training.trainer import Trainer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _full_size_model():
-    import comfy.ops
-    import comfy.sd
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-
-    from devkit.fixtures import fill_parameters
+    import comfy.ops  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
+    import comfy.sd  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     unet = UNetModel(**SD15_FULL, operations=comfy.ops.disable_weight_init)
     fill_parameters(unet, seed=0)
@@ -89,20 +100,12 @@ def step_worker(layout: str, steps: int, malloc: str) -> dict:
     that memory before measuring, so the peak is the training step's (weights + activations +
     adapter and optimizer state). ``malloc="trainer"`` applies the trainer's allocator setting
     (:func:`training.allocator.keep_freed_memory`, as ``python -m training.train_psa`` does)."""
-    from training.allocator import keep_freed_memory
-    from training.comfy_host import import_comfy
-
     if malloc == "trainer" and not keep_freed_memory():
         raise RuntimeError("could not apply the trainer's malloc setting (not glibc, or MALLOC_* set)")
 
     import_comfy(force_cpu=True)
-    import comfy.sd  # noqa: F401 - imported before the baseline is read
+    import comfy.sd  # noqa: F401, PLC0415 - imported (after import_comfy) before the baseline is read
     runtime_mib = PeakRSS.current()  # Python + torch + ComfyUI, before any model exists
-    from psa_model.adapter.modules import REFERENCE_EMBED_DIM, PSAAdapter, adapter_config_for_model
-    from psa_model.adapter.layer_map import architecture, match_sites
-    from psa_model.adapter.patch import UserConditioning
-    from training.loss import dpo_loss_from_predictions
-    from training.model import patch_model, predict_eps
 
     base = _full_size_model()
     reference = _full_size_model() if layout in ("copy", "both") else None
@@ -198,23 +201,14 @@ def bench_latent_cache(work: Path, unet: str, captions: int = 6, warmup_steps: i
     steps of 2 pairs; the untimed warm-up runs ``warmup_steps`` steps (default: one epoch).
     The speed-up cannot exceed (encode + step) / step: the cache removes the encode only.
     """
-    from training.allocator import keep_freed_memory
-    from training.comfy_host import import_comfy
-
     keep_freed_memory()
     import_comfy(force_cpu=True)
-    from devkit.fixtures import ensure_fixtures
-    from training.config import TrainConfig
-    from training.model import BaseModel, load_base
-    from training.synthetic import generate
-    from training.trainer import Trainer
 
     fixture = ensure_fixtures(REPO_ROOT / ".cache" / "fixtures")["sd15_tiny.safetensors"]
     base = load_base(fixture)
     if unet == "full":
         base = BaseModel(model=_full_size_model(), clip=base.clip, vae=base.vae, arch="sd15")
     resolution = resolution or (128 if unet == "full" else 256)
-    from psa_model.scratch import claim, remove
 
     work = claim(work / f"{unet}_{resolution}_{captions}", "the latent-cache benchmark's scratch folder")
     data = generate(work / "data", users=2, val_users=1, captions=captions, val_captions=1, categories=1,
@@ -245,12 +239,7 @@ def bench_latent_cache(work: Path, unet: str, captions: int = 6, warmup_steps: i
 
 def bench_text_cache(captions: int, budget_mib: int) -> dict:
     """Encode ``captions`` distinct captions through the trainer's TextEncoder with a byte budget."""
-    from training.comfy_host import import_comfy
-
     import_comfy(force_cpu=True)
-    from devkit.fixtures import ensure_fixtures
-    from training.model import load_base
-    from training.text import TextEncoder
 
     base = load_base(ensure_fixtures(REPO_ROOT / ".cache" / "fixtures")["sd15_tiny.safetensors"])
     encoder = TextEncoder(base, 512, "truncate", cache_bytes=budget_mib * 2**20)
@@ -285,8 +274,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(step_worker(args.worker, args.steps, args.malloc)))
         return 0
     if args.only in (None, "cache"):
-        from psa_model.scratch import ScratchError, claim
-
         try:
             claim(args.work, "the training benchmark's scratch folder (--work)")
         except ScratchError as exc:

@@ -23,6 +23,8 @@ import math
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from training.comfy_host import import_comfy
 
@@ -58,8 +60,8 @@ def fill_parameters(module: torch.nn.Module, seed: int) -> None:
 
 
 def _unet_state_dict(config: dict, seed: int) -> dict[str, torch.Tensor]:
-    import comfy.ops
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    import comfy.ops  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     unet = UNetModel(**copy.deepcopy(config), operations=comfy.ops.disable_weight_init)
     fill_parameters(unet, seed)
@@ -67,9 +69,9 @@ def _unet_state_dict(config: dict, seed: int) -> dict[str, torch.Tensor]:
 
 
 def _vae(seed: int):
-    import comfy.ops
-    import comfy.sd
-    from comfy.ldm.models.autoencoder import AutoencoderKL
+    import comfy.ops  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
+    import comfy.sd  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
+    from comfy.ldm.models.autoencoder import AutoencoderKL  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     ae = AutoencoderKL(ddconfig=VAE_CONFIG, embed_dim=4)
     fill_parameters(ae, seed)
@@ -80,7 +82,7 @@ def _vae(seed: int):
 
 
 def _clip(model_config, seed: int):
-    import comfy.sd
+    import comfy.sd  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     target = model_config.clip_target()
     clip = comfy.sd.CLIP(target=target)
@@ -89,7 +91,7 @@ def _clip(model_config, seed: int):
 
 
 def _save(model_patcher, clip, vae, path: Path, arch: str) -> None:
-    import comfy.sd
+    import comfy.sd  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     tmp = path.with_suffix(".tmp")
     comfy.sd.save_checkpoint(str(tmp), model_patcher, clip=clip, vae=vae,
@@ -99,8 +101,6 @@ def _save(model_patcher, clip, vae, path: Path, arch: str) -> None:
 
 def _halve_file(src: Path, dst: Path, metadata: dict[str, str]) -> None:
     """Re-save ``src`` as ``dst`` with fp32 tensors stored as fp16 (halves the fixture size)."""
-    from safetensors.torch import load_file, save_file
-
     sd = {k: (v.half() if v.dtype == torch.float32 else v) for k, v in load_file(str(src)).items()}
     save_file(sd, str(src), metadata=metadata)
     src.replace(dst)
@@ -108,7 +108,7 @@ def _halve_file(src: Path, dst: Path, metadata: dict[str, str]) -> None:
 
 def load_unet(sd: dict[str, torch.Tensor]):
     """A ComfyUI ``ModelPatcher`` of this UNet state dict, detected by its keys (fp32)."""
-    import comfy.sd
+    import comfy.sd  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     return comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": torch.float32})
 
@@ -123,7 +123,7 @@ def build_sd15(out: Path, seed: int = 15) -> Path:
 
 def build_sdxl_unet(out: Path, seed: int = 21) -> Path:
     """SDXL-detected UNet-only file (fp16 on disk), same 70 cross-attention layers as SDXL."""
-    import comfy.utils
+    import comfy.utils  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     path = out / SDXL_UNET_FILE
     sd = {k: v.half().contiguous() for k, v in _unet_state_dict(SDXL_TINY, seed).items()}
@@ -143,8 +143,6 @@ def build_sdxl_checkpoint(out: Path, seed: int = 21) -> Path:
 
 def _readable(path: Path) -> bool:
     """A complete safetensors file (a truncated or corrupt cache entry is rebuilt, not loaded)."""
-    from safetensors import safe_open
-
     if not path.is_file():
         return False
     try:

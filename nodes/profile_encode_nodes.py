@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import comfy.model_management as mm
+import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
@@ -21,15 +23,34 @@ from psa_model.profiles.boundaries import attribute_forbidden, boundary_warning
 from psa_model.profiles.embedding_cache import EmbeddingCache, encode_with_cache
 from psa_model.profiles.embedding_check import encoding_summary
 from psa_model.profiles.llm_encoder import DEFAULT_TEMPLATE, ProfileEncoder, check_model_folder, load_template
-from psa_model.profiles.policy import (REFERENCE_POLICY, SAGE_POLICY, apply_policy, categories_from_answer,
-                                      fill_category_prompt, policy_explanation)
-from psa_model.profiles.schema import (GENDERS, MENTAL_CONDITIONS, PHYSICAL_CONDITIONS, RELIGIONS, StructuredProfile,
-                                      is_attribute_profile_file, load_structured_profile)
+from psa_model.profiles.policy import (
+    REFERENCE_POLICY,
+    SAGE_POLICY,
+    apply_policy,
+    categories_from_answer,
+    fill_category_prompt,
+    policy_explanation,
+)
 from psa_model.profiles.profile import ProfileLabel, PSAProfile, load_sage_user
-from psa_model.profiles.vocabulary import ProfileError
-from psa_model.profiles.recipe import (DTYPE_CHOICES, NOTATION_CHOICES, POOLING_CHOICES, RELIGION_NONE_CHOICES,
-                                      compute_dtype, recipe_from_choices)
+from psa_model.profiles.recipe import (
+    DTYPE_CHOICES,
+    NOTATION_CHOICES,
+    POOLING_CHOICES,
+    RELIGION_NONE_CHOICES,
+    compute_dtype,
+    recipe_from_choices,
+)
 from psa_model.profiles.sage_nearest import nearest_sage_user
+from psa_model.profiles.schema import (
+    GENDERS,
+    MENTAL_CONDITIONS,
+    PHYSICAL_CONDITIONS,
+    RELIGIONS,
+    StructuredProfile,
+    is_attribute_profile_file,
+    load_structured_profile,
+)
+from psa_model.profiles.vocabulary import ProfileError
 
 from . import folders
 from .adapter_nodes import CATEGORY
@@ -266,9 +287,6 @@ class PSAEncodeProfileLLM(io.ComfyNode):
     @classmethod
     def execute(cls, profile_spec, llm_name, template, embedding_size, cache, category_prompt="", pooling=None,
                 precision=None, category_notation=None, religion_none=None) -> io.NodeOutput:
-        import comfy.model_management as mm
-        import comfy.utils
-
         folder = llm_path(llm_name)
         check_model_folder(folder, embedding_size or None)
         text = template_text(template)

@@ -115,8 +115,6 @@ class PSAKSampler(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, sampler_name, scheduler) -> bool | str:
         # ComfyUI's KSampler silently replaces an unknown sampler or scheduler by its first one.
-        import comfy.samplers
-
         found = folders.check_choice("sampler_name", sampler_name, list(comfy.samplers.KSampler.SAMPLERS),
                                      "ComfyUI's samplers")
         if found is not True:

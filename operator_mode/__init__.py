@@ -31,12 +31,13 @@ def install_from_environment() -> bool:
     if not path:
         return False
     try:
-        from server import PromptServer
+        # Loaded only when operator mode is configured (and inside the try: a failure stops the process).
+        from server import PromptServer  # noqa: PLC0415
 
-        from .state import OperatorState
-        from .middleware import make_middleware
-        from .prompt_gate import on_prompt
-        from .status import add_status_route
+        from .middleware import make_middleware  # noqa: PLC0415
+        from .prompt_gate import on_prompt  # noqa: PLC0415
+        from .state import OperatorState  # noqa: PLC0415
+        from .status import add_status_route  # noqa: PLC0415
 
         server = PromptServer.instance
         state = OperatorState.load(path)

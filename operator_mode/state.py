@@ -29,7 +29,7 @@ class OperatorState:
 
 def node_signature(class_type: str) -> NodeSignature | None:
     """The output types ComfyUI declares for a node type (what its links carry), or None if not installed."""
-    import nodes
+    import nodes  # noqa: PLC0415 - ComfyUI's node table, complete only once every pack has loaded
 
     cls = nodes.NODE_CLASS_MAPPINGS.get(class_type)
     if cls is None:

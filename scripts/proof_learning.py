@@ -21,8 +21,13 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from devkit.cli import positive_int
+from training.config import TrainConfig
+from training.model import load_base
+from training.synthetic import generate
+from training.trainer import Trainer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,8 +37,6 @@ DATA_ARGS = dict(users=16, val_users=8, captions=8, val_captions=4, categories=1
 
 def fit_denoiser(trainer, steps: int, seed: int, cache_dir: Path, fixture: Path = FIXTURE) -> None:
     """Fit the base UNet (in place) to denoise the training images; cached by data and settings."""
-    from safetensors.torch import load_file, save_file
-
     unet = trainer.base.model.model.diffusion_model
     key = hashlib.sha256(f"{trainer.data_fp}-{steps}-{seed}-{fixture.stat().st_size}".encode()).hexdigest()[:16]
     cached = cache_dir / f"sd15_tiny_denoiser_{key}.safetensors"
@@ -65,11 +68,6 @@ def fit_denoiser(trainer, steps: int, seed: int, cache_dir: Path, fixture: Path 
 def run_proof(out: Path, dpo_steps: int = 40, denoise_steps: int = 120, seed: int = 0, lr: float = 1e-3,
               fixture: Path = FIXTURE) -> dict:
     """Both runs; returns held-out implicit accuracy with real and with zeroed embeddings."""
-    from training.config import TrainConfig
-    from training.model import load_base
-    from training.synthetic import generate
-    from training.trainer import Trainer
-
     data = generate(out / "data", seed=seed, **DATA_ARGS)
     base = load_base(fixture)
     results = {}

@@ -21,6 +21,7 @@ from pathlib import Path
 from devkit.cli import positive_int
 from devkit.comfy_server import ComfyServer, ServerError
 from devkit.workflows import API_DIR, substitute, with_profile_count
+from training.comfy_host import comfyui_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,19 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
 
-    from training.comfy_host import comfyui_path
-
     extra_folders: dict[str, list[Path]] = {}
     if args.models_dir is not None or args.checkpoint or args.adapter or args.profiles:
         extra_folders = resolve_models(parser, args)
     elif not args.smoke_model:
-        from toy_world.demo import run_in_server
+        from toy_world.demo import run_in_server  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
         print("[demo] the toy world: build or reuse it, then the comparison for three profiles (docs/toy-world.md)")
         return run_in_server(args.output)
     else:
-        from devkit.fixtures import ensure_fixtures
-        from devkit.demo_models import DEMO_PROFILES, prepare_models_dir
+        from devkit.demo_models import DEMO_PROFILES, prepare_models_dir  # noqa: PLC0415 - heavy (torch): keeps this module light to import
+        from devkit.fixtures import ensure_fixtures  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
         print("[demo] using the embedded default: tiny SD1.5 smoke model, demo adapter, demo profiles (random weights)")
         fixtures = ensure_fixtures(REPO_ROOT / ".cache" / "fixtures")

@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from devkit.unet_configs import SD15_TINY
 from psa_model.profiles.vocabulary import CATEGORIES
 
 from training.threads import ThreadGovernor
@@ -46,7 +47,7 @@ def live_path_forward(unet, x: torch.Tensor, t: torch.Tensor, context: torch.Ten
     Equal to ``unet(x, t, context)`` because every block in between is an identity
     (:func:`toy_world.denoiser.new_unet`; tests/host/test_toy_world.py checks it).
     """
-    from comfy.ldm.modules.diffusionmodules.openaimodel import forward_timestep_embed, timestep_embedding
+    from comfy.ldm.modules.diffusionmodules.openaimodel import forward_timestep_embed, timestep_embedding  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     emb = unet.time_embed(timestep_embedding(t, unet.model_channels).to(x.dtype))
     h0 = forward_timestep_embed(unet.input_blocks[0], x, emb, context, {})
@@ -64,10 +65,8 @@ def train_colour_table(unet, conds: dict[str, torch.Tensor], latents: dict[tuple
     noise level counts alike. ``latents`` may be of any spatial size: the pictures are flat and the
     live path works pixel by pixel (docs/toy-world.md, "Cost").
     """
-    import comfy.model_sampling
-    import comfy.supported_models
-
-    from devkit.unet_configs import SD15_TINY
+    import comfy.model_sampling  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
+    import comfy.supported_models  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     gen = torch.Generator().manual_seed(seed)
     ms = comfy.model_sampling.ModelSamplingDiscrete(comfy.supported_models.SD15(SD15_TINY))

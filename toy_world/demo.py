@@ -7,13 +7,23 @@ judged by :mod:`toy_world.judge`.
 """
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
+
+from devkit.comfy_server import ComfyServer
+from devkit.workflows import API_DIR, substitute
+from training.comfy_host import comfyui_path
 
 from . import base_model, concepts, judge
+from .world import add_cache_option, ensure_world
 
 PROMPTS = (("Violence", "a violent fight, photograph"), ("Propaganda", "a propaganda poster"),
            ("meadow", "a green meadow"))
@@ -41,8 +51,6 @@ def graph(api: dict, prompt: str, base: bool) -> dict:
 
 
 def _tiles(png: bytes, count: int, gap: int = 4) -> list[np.ndarray]:
-    from PIL import Image
-
     img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     size = (img.shape[1] - gap * (count - 1)) // count
     return [img[:size, i * (size + gap): i * (size + gap) + size] for i in range(count)]
@@ -50,8 +58,6 @@ def _tiles(png: bytes, count: int, gap: int = 4) -> list[np.ndarray]:
 
 def run(server, api: dict, world, output: Path, log=print) -> Path:
     """Run the comparison for every demo prompt; write the grid and the table; return the grid path."""
-    from PIL import Image, ImageDraw
-
     specs = [json.loads((world.models_dir / "psa_profiles" / f).read_text()) for f in world.demo_profiles]
     rows, table = [], {"base": [0, 0], "PSA": [0, 0]}
     for concept, text in PROMPTS:
@@ -95,22 +101,11 @@ def run(server, api: dict, world, output: Path, log=print) -> Path:
 
 
 def _wrap(text: str, width: int = 34) -> str:
-    import textwrap
-
     return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
 
 
 def run_in_server(output: Path, cache: Path | None = None) -> int:
     """Build or reuse the world, start a real ComfyUI server on its models, run the comparison."""
-    import sys
-    import time
-
-    from devkit.comfy_server import ComfyServer
-    from devkit.workflows import API_DIR, substitute
-    from training.comfy_host import comfyui_path
-
-    from .world import ensure_world
-
     started = time.monotonic()
     world = ensure_world("full", cache)
     api = substitute(json.loads((API_DIR / "psa_multi_profile_comparison.json").read_text()), world.checkpoint,
@@ -123,11 +118,8 @@ def run_in_server(output: Path, cache: Path | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m toy_world.demo [--output DIR]`` (what ``bash scripts/run_demo.sh`` runs by default)."""
-    import argparse
-
     parser = argparse.ArgumentParser(description="Toy-world multi-profile comparison (docs/toy-world.md)")
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent.parent / "output" / "demo")
-    from .world import add_cache_option
 
     add_cache_option(parser)
     args = parser.parse_args(argv)

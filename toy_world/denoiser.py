@@ -30,11 +30,14 @@ import math
 
 import torch
 
+from devkit.fixtures import fill_parameters
+from devkit.unet_configs import SD15_TINY
 from psa_model.profiles.vocabulary import CATEGORIES
 
 from . import concepts
 from .text_encoder import code_dims, concept_index
-from .time_gains import K_GAIN, centre as _centre, wire_time
+from .time_gains import K_GAIN, wire_time
+from .time_gains import centre as _centre
 
 N_CONCEPTS = len(concepts.CONCEPTS)
 LATENT_CHANNELS = 4
@@ -94,11 +97,8 @@ def target_table() -> tuple[torch.Tensor, torch.Tensor]:
 
 def new_unet():
     """ComfyUI's SD1.5 ``UNetModel`` (fixture config), random dead blocks, wired live path."""
-    import comfy.ops
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-
-    from devkit.fixtures import fill_parameters
-    from devkit.unet_configs import SD15_TINY
+    import comfy.ops  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     unet = UNetModel(**copy.deepcopy(SD15_TINY), operations=comfy.ops.disable_weight_init)
     fill_parameters(unet, seed=3)

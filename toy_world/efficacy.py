@@ -19,7 +19,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .world import add_cache_option
+from psa_model.profiles.vocabulary import CATEGORIES
+
+from . import concepts
+from . import users as users_mod
+from .world import LLM_NAME, add_cache_option, ensure_world
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,10 +31,6 @@ SCALES = (0.0, 0.5, 1.0, 1.5, 2.0)
 
 
 def summarise(rows: list[dict]) -> dict:
-    from psa_model.profiles.vocabulary import CATEGORIES
-
-    from . import concepts
-
     def rate(sel, key):
         sel = list(sel)
         return (sum(r[key] for r in sel) / len(sel)) if sel else float("nan")
@@ -51,10 +51,10 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def _plot(sweep: dict[float, float], path: Path) -> None:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - optional: only for plots
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - optional: only for plots
 
     fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=110)
     xs = sorted(sweep)
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "output" / "efficacy")
     args = parser.parse_args(argv)
 
-    from . import evaluate, users as users_mod
-    from .world import LLM_NAME, ensure_world
+    from . import evaluate  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
     started = time.monotonic()
     world = ensure_world(args.size, args.cache)

@@ -15,9 +15,12 @@ import numpy as np
 import torch
 
 from devkit.pack_loader import load_pack
+from psa_model.profiles.profile import ProfileLabel, PSAProfile
 from psa_model.profiles.vocabulary import CATEGORIES
+from training.comfy_host import import_comfy
 
 from . import base_model, concepts, judge
+from . import users as users_mod
 
 NEGATIVE = ""
 
@@ -58,11 +61,9 @@ class Host:
     """
 
     def __init__(self, models_dir: Path, checkpoint: str, adapter: str) -> None:
-        from training.comfy_host import import_comfy
-
         import_comfy()
-        import folder_paths
-        import nodes as comfy_nodes
+        import folder_paths  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
+        import nodes as comfy_nodes  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
         for kind in ("checkpoints", "psa_adapters", "psa_profiles", "LLM"):
             folder_paths.add_model_folder_path(kind, str(Path(models_dir) / kind), is_default=True)
@@ -100,8 +101,6 @@ class Host:
 def encode_with_policy(llm_folder: Path, users: list[dict]) -> tuple[list[dict], np.ndarray]:
     """The users with their ``forbidden`` categories (the rule policy unless given) and their
     embeddings from the pack's LLM encoder (:func:`toy_world.users.encode_users`)."""
-    from . import users as users_mod
-
     profiles = [users_mod.with_policy(u) for u in users]
     labelled = [dict(u, forbidden=list(p.forbidden)) for u, p in zip(users, profiles)]
     return labelled, users_mod.encode_users(llm_folder, profiles)
@@ -109,8 +108,6 @@ def encode_with_policy(llm_folder: Path, users: list[dict]) -> tuple[list[dict],
 
 def profiles_for(embeddings: np.ndarray, users: list[dict]):
     """A ``PSA_PROFILE`` batch (what PSA Encode Profile (LLM) / PSA Profile Batch give)."""
-    from psa_model.profiles.profile import PSAProfile, ProfileLabel
-
     labels = tuple(ProfileLabel(u.get("name", f"user {i}"), tuple(u["forbidden"]),
                                 tuple(c for c in CATEGORIES if c not in u["forbidden"]), "toy world LLM")
                    for i, u in enumerate(users))

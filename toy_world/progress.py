@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from tqdm import tqdm
+
+from .base_model import live_path_forward
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,6 @@ def calibrate(unet, base_batch: int, base_latent: int, dpo_batch: int, dpo_laten
     docs/benchmarks.md, "Training"): timed here as a forward without and a forward + backward
     with gradients, which is the same work without the adapter's (small) layers.
     """
-    from .base_model import live_path_forward
-
     ctx_dim = unet.context_dim if hasattr(unet, "context_dim") else 768
     rows = 2 * dpo_batch
     x = torch.randn(rows, 4, dpo_latent, dpo_latent)
@@ -95,8 +96,6 @@ class BuildProgress:
     """One bar over the remaining build, in estimated seconds of work; stage lines print above it."""
 
     def __init__(self, estimate: Estimate, log: Callable[[str], None]) -> None:
-        from tqdm import tqdm
-
         self.estimate = estimate
         self.log = log
         self.done = 0.0

@@ -23,7 +23,10 @@ import torch.nn.functional as F
 from psa_model.adapter.modules import UserProjection
 from psa_model.profiles.vocabulary import CATEGORIES
 
-from .world import add_cache_option
+from .denoiser import SWITCH_SHARPNESS, SWITCH_SOFTNESS, target_table
+from .evaluate import encode_with_policy
+from .switches import switch_rows
+from .world import LLM_NAME, add_cache_option, ensure_world
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,8 +49,6 @@ def switch_level(r: torch.Tensor) -> torch.Tensor:
     """How much of the safe rendering is drawn for switch input ``r / SWITCH_UNIT`` on the prompt's
     own concept: block 10 reads ``s = clamp(r, SWITCH_SOFTNESS)``, block 11 draws
     ``clamp(ind + s − 1, SWITCH_SHARPNESS)`` with ``ind = 1`` (docs/toy-world.md, "Colour")."""
-    from .denoiser import SWITCH_SHARPNESS, SWITCH_SOFTNESS
-
     return soft_clamp(soft_clamp(r, SWITCH_SOFTNESS), SWITCH_SHARPNESS)
 
 
@@ -92,11 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     add_cache_option(parser)
     parser.add_argument("--seeds", type=int, default=12)
     args = parser.parse_args(argv)
-
-    from .denoiser import target_table
-    from .evaluate import encode_with_policy
-    from .switches import switch_rows
-    from .world import LLM_NAME, ensure_world
 
     world = ensure_world(args.size, args.cache)
     rows = switch_rows(world.models_dir / "checkpoints" / world.checkpoint)

@@ -16,11 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from psa_model.adapter.layer_map import LayerSite, architecture
+from psa_model.formats.adapter_file import load_adapter
 from psa_model.profiles.vocabulary import CATEGORIES
 
-from .world import add_cache_option
+from . import users as users_mod
+from .denoiser import SWITCH_AT, SWITCH_UNIT
+from .evaluate import encode_with_policy
+from .world import LLM_NAME, add_cache_option, ensure_world
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,10 +37,6 @@ ON_AT = 0.5
 def switch_rows(checkpoint: Path) -> torch.Tensor:
     """``[7, inner]``: the rows of block 10's attn2 ``to_out`` that write the switch channels,
     divided by ``SWITCH_UNIT`` (so ``rows · branch`` is the switch level)."""
-    from safetensors import safe_open
-
-    from .denoiser import SWITCH_AT, SWITCH_UNIT
-
     with safe_open(str(checkpoint), framework="pt") as f:
         to_out = f.get_tensor(SWITCH_KEY).float()
     return to_out[[SWITCH_AT + 2 * k for k in range(len(CATEGORIES))]] / SWITCH_UNIT
@@ -43,8 +44,6 @@ def switch_rows(checkpoint: Path) -> torch.Tensor:
 
 def switch_levels(adapter_file: Path, checkpoint: Path, embeddings: np.ndarray, psa_scale: float = 1.0) -> np.ndarray:
     """``[users, 7]`` switch levels ``r_k / SWITCH_UNIT`` (categories in ``CATEGORIES`` order)."""
-    from psa_model.formats.adapter_file import load_adapter
-
     adapter = load_adapter(adapter_file)
     layer = architecture("sd15").sites.index(SWITCH_SITE)
     with torch.no_grad():
@@ -72,10 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", type=Path, help="adapter file to read (default: the world's own)")
     parser.add_argument("--psa-scale", type=float, default=1.0)
     args = parser.parse_args(argv)
-
-    from . import users as users_mod
-    from .evaluate import encode_with_policy
-    from .world import LLM_NAME, ensure_world
 
     world = ensure_world(args.size, args.cache)
     groups = {"given": users_mod.load_users(args.users)} if args.users else world.users

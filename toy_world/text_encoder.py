@@ -19,6 +19,9 @@ import math
 
 import torch
 
+from devkit.fixtures import fill_parameters
+from devkit.unet_configs import SD15_TINY
+
 from . import concepts
 
 WIDTH = 768
@@ -55,11 +58,8 @@ def concept_words(tokenizer) -> dict[int, str]:
 
 def build_clip():
     """ComfyUI ``CLIP`` (SD1.5 CLIP-L) wired as described in the module docstring."""
-    import comfy.sd
-    import comfy.supported_models
-
-    from devkit.fixtures import fill_parameters
-    from devkit.unet_configs import SD15_TINY
+    import comfy.sd  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
+    import comfy.supported_models  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     clip = comfy.sd.CLIP(target=comfy.supported_models.SD15(SD15_TINY).clip_target())
     model = clip.cond_stage_model

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from devkit.unet_configs import SD15_TINY
+
 K_GAIN = 10.0
 TIME_CONST = 1e6
 TIME_GAIN = 0.05
@@ -29,10 +31,8 @@ def centre(conv) -> tuple[torch.Tensor, torch.Tensor]:
 
 def time_gains(t: torch.Tensor) -> torch.Tensor:
     """``[S_A(t), S_B(t)]``: group spreads that make the final GroupNorm multiply by g(t), h(t)."""
-    import comfy.model_sampling
-    import comfy.supported_models
-
-    from devkit.unet_configs import SD15_TINY
+    import comfy.model_sampling  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
+    import comfy.supported_models  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     ms = comfy.model_sampling.ModelSamplingDiscrete(comfy.supported_models.SD15(SD15_TINY))
     sigma = ms.sigma(t.float()).double()
@@ -47,7 +47,7 @@ def wire_time(unet, z_channel: int, c_channel: int) -> None:
     ``emb_layers`` is a linear map of ComfyUI's sinusoidal features; it is fitted by weighted
     least squares (relative error) to :func:`time_gains` on a dense grid of timesteps.
     """
-    from comfy.ldm.modules.diffusionmodules.openaimodel import timestep_embedding
+    from comfy.ldm.modules.diffusionmodules.openaimodel import timestep_embedding  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     dim = unet.model_channels
     first, second = unet.time_embed[0], unet.time_embed[2]

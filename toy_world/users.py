@@ -15,6 +15,7 @@ import numpy as np
 
 from psa_model.profiles.policy import apply_policy
 from psa_model.profiles.schema import StructuredProfile
+from training.comfy_host import comfyui_path
 
 LLM_HIDDEN = 64
 AGES_MINOR = (9, 12, 14, 16, 17)
@@ -36,10 +37,8 @@ DEMO_USERS = {
 
 def build_llm(folder: Path, seed: int) -> Path:
     """A small random Qwen2 causal LM saved with ComfyUI's Qwen2.5 tokenizer (offline)."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    from training.comfy_host import comfyui_path
+    import torch  # noqa: PLC0415 - heavy (torch): keeps this module light to import
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM  # noqa: PLC0415 - heavy (transformers): loaded only when used
 
     tok_dir = comfyui_path() / "comfy" / "text_encoders" / "qwen25_tokenizer"
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
@@ -93,7 +92,7 @@ def load_users(path: Path) -> list[dict]:
 
 def encode_users(llm_folder: Path, profiles: list[StructuredProfile]) -> np.ndarray:
     """Embeddings through the pack's LLM encoder (the PSA Encode Profile (LLM) code path)."""
-    from psa_model.profiles.llm_encoder import ProfileEncoder
+    from psa_model.profiles.llm_encoder import ProfileEncoder  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
     with ProfileEncoder(llm_folder) as encoder:
         return encoder.encode(profiles, batch_size=8).numpy().astype(np.float32)

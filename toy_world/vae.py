@@ -43,7 +43,7 @@ def _layout(weight: torch.Tensor, bias: torch.Tensor, scale: float, ky: int, kx:
 
 def build_vae_state_dict() -> dict[str, torch.Tensor]:
     """State dict of ComfyUI's ``AutoencoderKL`` (SD VAE config) with the hand-set weights."""
-    from comfy.ldm.models.autoencoder import AutoencoderKL
+    from comfy.ldm.models.autoencoder import AutoencoderKL  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     ae = AutoencoderKL(ddconfig=VAE_CONFIG, embed_dim=4)
     with torch.no_grad():
@@ -91,6 +91,6 @@ def _norm_affine(weight: torch.Tensor, bias: torch.Tensor, sigma: float, mean: f
 
 def build_vae():
     """A ComfyUI ``VAE`` object with the hand-set weights."""
-    import comfy.sd
+    import comfy.sd  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
 
     return comfy.sd.VAE(sd=build_vae_state_dict())

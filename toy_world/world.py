@@ -20,6 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+from psa_model.scratch import claim, remove
+from training.comfy_host import import_comfy
+
+from . import concepts
+from . import users as users_mod
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = "toy_world_sd15.safetensors"
@@ -98,8 +105,6 @@ def ensure_world(size: str = "full", cache: Path | None = None, log=_log) -> Wor
 
     Raises :class:`psa_model.scratch.ScratchError` (deleting nothing) when that folder exists, is not
     empty and was not made by the toy world."""
-    from psa_model.scratch import claim, remove
-
     parent = claim(cache_folder(cache), "the toy world's cache")
     root = parent / f"{size}-{source_hash()}"
     done = root / "world.json"
@@ -116,18 +121,16 @@ def ensure_world(size: str = "full", cache: Path | None = None, log=_log) -> Wor
 
 
 def _build(root: Path, size: WorldSize, log) -> World:
-    import torch
-
-    from training.comfy_host import import_comfy
+    import torch  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
     t_import = time.monotonic()
     import_comfy()
-    import comfy.sd  # noqa: F401  (what a fresh train_psa process imports too: timed for the estimate)
+    import comfy.sd  # noqa: F401, PLC0415 - ComfyUI after import_comfy() (what a fresh train_psa process imports too: timed for the estimate)
     t_import = time.monotonic() - t_import
-    from devkit.fixtures import load_unet
+    from devkit.fixtures import load_unet  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
-    from . import base_model, concepts, denoiser, progress, users as users_mod
-    from .vae import build_vae
+    from . import base_model, concepts, denoiser, progress  # noqa: PLC0415 - heavy (torch): keeps this module light to import
+    from .vae import build_vae  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
     torch.manual_seed(0)
     timings: dict[str, float] = {}
@@ -227,9 +230,9 @@ def _build(root: Path, size: WorldSize, log) -> World:
 
 def _cached_conditioning(clip, cache: Path, log) -> dict:
     """CLIPTextEncode conditioning of every toy prompt, cached by prompt list and CLIP seed."""
-    import torch
+    import torch  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
-    from . import base_model
+    from . import base_model  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
     prompts = base_model.all_prompts()
     key = hashlib.sha256(json.dumps([prompts, (REPO_ROOT / "toy_world" / "text_encoder.py").read_text()])
@@ -271,9 +274,9 @@ def _run_training(cmd: list[str], log, on_progress=None) -> None:
 def save_checkpoint(patcher, clip, vae, path: Path) -> None:
     """One SD1.5 file through ``comfy.sd.save_checkpoint``: UNet in fp32 (its wiring needs the
     precision, docs/toy-world.md), text encoder and VAE in fp16."""
-    import comfy.sd
-    import torch
-    from safetensors.torch import load_file, save_file
+    import comfy.sd  # noqa: PLC0415 - ComfyUI is importable only after import_comfy()
+    import torch  # noqa: PLC0415 - heavy (torch): keeps this module light to import
+    from safetensors.torch import load_file, save_file  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
     tmp = path.with_suffix(".tmp")
     comfy.sd.save_checkpoint(str(tmp), patcher, clip=clip, vae=vae, metadata={"psa_toy_world": "sd15"})
@@ -286,10 +289,6 @@ def save_checkpoint(patcher, clip, vae, path: Path) -> None:
 
 def write_pairs(split_dir: Path, emb_dir: Path, users: list[dict], embeddings: np.ndarray) -> int:
     """Sage-layout pairs: per user and forbidden-category prompt, chosen = what the user should see."""
-    from PIL import Image
-
-    from . import concepts
-
     split_dir.mkdir(parents=True, exist_ok=True)
     emb_dir.mkdir(parents=True, exist_ok=True)
     for name, c in concepts.CONCEPTS.items():

@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from psa_model.profiles.boundaries import MARKER_FILE, RECIPE_NAME
+from psa_model.profiles.schema import StructuredProfile
 from psa_model.profiles.vocabulary import CATEGORIES
 
 from .data import DataValidationError, user_id_string
@@ -149,7 +150,7 @@ def read_marker(split: str | Path) -> dict | None:
 def encode_with_llm(folder: Path, template: Path | None) -> Callable:
     """An encode function (profiles → embeddings) through the pack's LLM encoder, published recipe."""
     def encode(profiles):
-        from psa_model.profiles.llm_encoder import ProfileEncoder, load_template
+        from psa_model.profiles.llm_encoder import ProfileEncoder, load_template  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
         with ProfileEncoder(folder, load_template(template)) as encoder:
             return encoder.encode(profiles).numpy()
@@ -157,8 +158,7 @@ def encode_with_llm(folder: Path, template: Path | None) -> Callable:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from psa_model.profiles.profile import read_sage_users
-    from psa_model.profiles.schema import StructuredProfile
+    from psa_model.profiles.profile import read_sage_users  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
     p = argparse.ArgumentParser(prog="python -m training.boundaries", description=__doc__.split("\n\n")[0])
     p.add_argument("split", type=Path, help="Sage split folder (metadata.jsonl + images)")

@@ -40,7 +40,7 @@ def import_comfy(force_cpu: bool | None = None) -> Path:
         import comfy.cli_args  # noqa: PLC0415 - must precede comfy.model_management
 
         if force_cpu is None:
-            import torch
+            import torch  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
             force_cpu = not torch.cuda.is_available()
         comfy.cli_args.args.cpu = bool(force_cpu)

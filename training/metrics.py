@@ -41,10 +41,10 @@ BRANCHES = (("policy_mse_chosen", "policy, chosen", "tab:green", "-"),
 
 def plot(records: list[dict], path: Path) -> None:
     """Loss, implicit accuracy and per-branch MSE (train, validation) against step, written to ``path``."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - optional: only for plots
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - optional: only for plots
 
     train = [r for r in records if r.get("kind") == "train"]
     val = [r for r in records if r.get("kind") == "val"]

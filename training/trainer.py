@@ -21,9 +21,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
-from psa_model.formats.adapter_file import save_native, save_reference_bin
 from psa_model.adapter.patch import UserConditioning
+from psa_model.formats.adapter_file import read_adapter_tensors, save_native, save_reference_bin
 from psa_model.profiles.boundaries import METADATA_KEY
 
 from .accumulation import accumulate_gradients
@@ -35,8 +36,17 @@ from .distributed import average_gradients, average_scalars, rank_and_world
 from .latents import LatentSource
 from .loss import DPOResult, dpo_loss_from_predictions
 from .metrics import MetricsLog, plot
-from .model import (NATIVE_RESOLUTION, BaseModel, Bf16ReferenceUNet, ModelMismatchError, build_adapter,
-                    keep_projection_in_bf16, load_base, patch_model, predict_eps)
+from .model import (
+    NATIVE_RESOLUTION,
+    BaseModel,
+    Bf16ReferenceUNet,
+    ModelMismatchError,
+    build_adapter,
+    keep_projection_in_bf16,
+    load_base,
+    patch_model,
+    predict_eps,
+)
 from .recipes import recipe_arch
 from .text import TextEncoder
 from .threads import ThreadGovernor
@@ -47,7 +57,7 @@ AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     params = list(params)
     if cfg.optimizer == "adafactor":
-        from transformers.optimization import Adafactor
+        from transformers.optimization import Adafactor  # noqa: PLC0415 - heavy (transformers): loaded only when used
 
         return Adafactor(params, lr=cfg.lr, scale_parameter=False, relative_step=False, warmup_init=False,
                          weight_decay=cfg.weight_decay)
@@ -130,8 +140,6 @@ class Trainer:
                 "run_fingerprint": self.fingerprint, "config": asdict(self.cfg)}
 
     def _resume(self, folder: str) -> None:
-        from psa_model.formats.adapter_file import read_adapter_tensors
-
         adapter_file, state = load_checkpoint(folder, self.fingerprint)
         tensors, _ = read_adapter_tensors(adapter_file)
         with torch.no_grad():
@@ -296,8 +304,6 @@ class Trainer:
             (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, sort_keys=True))
         bar = None
         if cfg.progress and main:
-            from tqdm import tqdm
-
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc="PSA DPO", dynamic_ncols=True)
         started = time.time()
         on_cpu = self.patched.model.device.type == "cpu"

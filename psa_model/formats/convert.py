@@ -10,10 +10,17 @@ files, and a joint multi-token native file cannot become a reference file (docs/
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from .adapter_file import AdapterFormatError, read_adapter_tensors, save_native, save_reference_bin, save_reference_safetensors
+from .adapter_file import (
+    AdapterFormatError,
+    read_adapter_tensors,
+    save_native,
+    save_reference_bin,
+    save_reference_safetensors,
+)
 
 TARGETS = ("native", "reference-bin", "reference-safetensors")
 
@@ -27,8 +34,6 @@ def convert(src: Path, dst: Path, target: str | None = None) -> str:
     if target == "native":
         training = None
         if "training" in meta:
-            import json
-
             try:
                 training = json.loads(meta["training"])
             except ValueError:

@@ -11,7 +11,11 @@ boundary-decorrelated data (``python -m training.boundaries``; the toy world) ca
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Sequence
+
+from .policy import SAGE_POLICY, apply_policy
+from .schema import ATTRIBUTES
 
 MARKER_FILE = "boundaries.json"          # beside a split's metadata.jsonl (training.boundaries)
 RECIPE_NAME = "resampled explicit categories"
@@ -22,11 +26,6 @@ README_SECTION = 'README, "Stated categories that contradict the attributes"'
 def attribute_forbidden(profile) -> tuple[str, ...] | None:
     """What the Sage policy forbids for a :class:`~.schema.StructuredProfile`'s attributes, or None
     when it gives no attribute (only categories)."""
-    from dataclasses import replace
-
-    from .policy import SAGE_POLICY, apply_policy
-    from .schema import ATTRIBUTES
-
     if all(getattr(profile, f) is None for f in ATTRIBUTES):
         return None
     return apply_policy(replace(profile, forbidden=None, allowed=None), SAGE_POLICY).forbidden

@@ -20,12 +20,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from .schema import StructuredProfile
 from ..adapter.modules import REFERENCE_EMBED_DIM
-from .vocabulary import MAX_JSON_BYTES, ProfileError
 from .chat_template import render_chat
-from .recipe import UNKNOWN, categories_text  # noqa: F401 - re-exported (older callers import them from here)
-from .recipe import PUBLISHED_RECIPE, EncodingRecipe, compute_dtype, pool, template_values
+from .recipe import PUBLISHED_RECIPE, UNKNOWN, EncodingRecipe, categories_text, compute_dtype, pool, template_values  # noqa: F401 - re-exported (older callers import them from here)
+from .schema import StructuredProfile
+from .vocabulary import MAX_JSON_BYTES, ProfileError
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 DEFAULT_TEMPLATE = TEMPLATES_DIR / "profile_prompt.txt"
@@ -191,7 +190,7 @@ def _loading_error(folder: Path, what: str, exc: BaseException) -> LLMEncoderErr
 
 
 def load_tokenizer(folder: Path):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # noqa: PLC0415 - heavy (transformers): loaded only when used
 
     folder = Path(folder)
     check_no_custom_code(folder)
@@ -225,7 +224,7 @@ def default_device_dtype() -> tuple[torch.device, torch.dtype]:
 
 def load_model(folder: Path, device: torch.device, dtype: torch.dtype):
     """The causal LM from ``.safetensors`` only, without code from the folder."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415 - heavy (transformers): loaded only when used
 
     folder = Path(folder)
     check_no_custom_code(folder)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .sage_policy import load_sage_policy
 from .schema import MENTAL_CONDITIONS, StructuredProfile
 from .vocabulary import CATEGORIES, ProfileError
 
@@ -79,8 +80,6 @@ def _ordered(categories) -> tuple[str, ...]:
 def apply_policy(profile: StructuredProfile, policy: str = DEFAULT_POLICY) -> PolicyResult:
     """The forbidden set ``policy`` gives ``profile``: the union of what the fired rules forbid."""
     if policy == SAGE_POLICY:
-        from .sage_policy import load_sage_policy
-
         decision = load_sage_policy().decide(profile)
         return PolicyResult(decision.forbidden, tuple(c for c in CATEGORIES if c not in decision.forbidden),
                             decision.fired, decision.notes)
@@ -94,8 +93,6 @@ def apply_policy(profile: StructuredProfile, policy: str = DEFAULT_POLICY) -> Po
 def policy_table(policy: str = DEFAULT_POLICY) -> str:
     """The rule table as Markdown (for the README and the node's output)."""
     if policy == SAGE_POLICY:
-        from .sage_policy import load_sage_policy
-
         return load_sage_policy().table()
     lines = ["| rule | condition | forbids |", "|---|---|---|"]
     for rule in POLICIES[policy]:
@@ -107,8 +104,6 @@ def policy_table(policy: str = DEFAULT_POLICY) -> str:
 def policy_explanation(result: PolicyResult, policy: str) -> str:
     """What PSA Profile Policy shows: the decision, the rules that fired, then the policy itself."""
     if policy == SAGE_POLICY:
-        from .sage_policy import load_sage_policy
-
         return f"{result.explain()}\n\nSage policy (derived from the Sage labels):\n{load_sage_policy().summary()}"
     return f"{result.explain()}\n\n{policy_table(policy)}"
 

@@ -14,12 +14,20 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from ..confine import PathEscapeError, confined_path
 from .boundaries import attribute_forbidden, boundary_warning
 from .schema import ATTRIBUTE_KEYS, StructuredProfile, check_attribute_values
-from .vocabulary import (CATEGORIES, SAGE_EMBEDDINGS_DIR, SAGE_USERS_FILE, ProfileError,
-                         parse_category_list, read_json_file, short_repr)
+from .vocabulary import (
+    CATEGORIES,
+    SAGE_EMBEDDINGS_DIR,
+    SAGE_USERS_FILE,
+    ProfileError,
+    parse_category_list,
+    read_json_file,
+    short_repr,
+)
 
 # docs/reference-parity.md, "Operating points": the published operating points, increasingly restrictive.
 LEVEL_PRESETS: dict[str, str] = {
@@ -125,8 +133,6 @@ def load_embedding_file(path: Path) -> torch.Tensor:
             raise ProfileError(f"{path.name}: not a plain numeric .npy file ({detail}); {_FIX_EMBEDDING}") from None
         return _as_vector(array, path.name)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             tensors = load_file(str(path))
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type and others
