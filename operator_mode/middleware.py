@@ -65,27 +65,29 @@ async def _json_of(response: web.StreamResponse):
     return json.loads(response.body)
 
 
-async def _history(request, handler, user: UserPolicy, state: OperatorState):
+async def _owned_view(request, handler, user: UserPolicy, keep):
+    """Run ``handler``; a non-admin gets its JSON object passed through ``keep`` (own prompts only)."""
     response = await handler(request)
     if user.admin:
         return response
     data = await _json_of(response)
     if not isinstance(data, dict):
         return response
-    return web.json_response({pid: entry for pid, entry in data.items()
-                              if state.owners.owner("prompt", pid) == user.name})
+    return web.json_response(keep(data))
+
+
+async def _history(request, handler, user: UserPolicy, state: OperatorState):
+    def keep(data: dict) -> dict:
+        return {pid: entry for pid, entry in data.items() if state.owners.owner("prompt", pid) == user.name}
+    return await _owned_view(request, handler, user, keep)
 
 
 async def _queue(request, handler, user: UserPolicy, state: OperatorState):
-    response = await handler(request)
-    if user.admin:
-        return response
-    data = await _json_of(response)
-    if not isinstance(data, dict):
-        return response
-    mine = {name: [item for item in items if len(item) > 1 and state.owners.owner("prompt", str(item[1])) == user.name]
-            for name, items in data.items() if isinstance(items, list)}
-    return web.json_response(mine)
+    def keep(data: dict) -> dict:
+        return {name: [item for item in items
+                       if len(item) > 1 and state.owners.owner("prompt", str(item[1])) == user.name]
+                for name, items in data.items() if isinstance(items, list)}
+    return await _owned_view(request, handler, user, keep)
 
 
 async def _own_deletes(request, handler, user: UserPolicy, state: OperatorState):
