@@ -2,7 +2,7 @@
 
 By default it runs the toy world (docs/toy-world.md): it builds (or reuses, from .cache/) a small
 offline SD1.5 world and its trained PSA adapter, runs the workflow for a permissive, a moderate
-and a strict profile, and writes a labelled grid and a Pass-Rate table (base vs PSA). Point it at
+and a strict profile and one whose stated categories contradict its attributes, and writes a labelled grid and a Pass-Rate table (base vs PSA). Point it at
 real files to get real images: paths, or names inside --models-dir; any number of profiles (one
 image each, side by side in one grid):
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.smoke_model:
         from toy_world.demo import run_in_server  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
-        print("[demo] the toy world: build or reuse it, then the comparison for three profiles (docs/toy-world.md)")
+        print("[demo] the toy world: build or reuse it, then the comparison for its four demo profiles (docs/toy-world.md)")
         return run_in_server(args.output)
     else:
         from devkit.demo_models import DEMO_PROFILES, prepare_models_dir  # noqa: PLC0415 - heavy (torch): keeps this module light to import

@@ -99,8 +99,8 @@ class Host:
 
 
 def encode_with_policy(llm_folder: Path, users: list[dict]) -> tuple[list[dict], np.ndarray]:
-    """The users with their ``forbidden`` categories (the rule policy unless given) and their
-    embeddings from the pack's LLM encoder (:func:`toy_world.users.encode_users`)."""
+    """The users with their ``forbidden`` categories (the Sage policy's for their attributes unless
+    stated) and their embeddings from the pack's LLM encoder (:func:`toy_world.users.encode_users`)."""
     profiles = [users_mod.with_policy(u) for u in users]
     labelled = [dict(u, forbidden=list(p.forbidden)) for u, p in zip(users, profiles)]
     return labelled, users_mod.encode_users(llm_folder, profiles)

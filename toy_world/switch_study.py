@@ -7,7 +7,8 @@ the DPO loss only through the user's switch level ``s_k``, as ``−log σ(± β�
 This module trains just what reaches ``s_k`` — the user projection and its layer norm
 (``UserProjection``, standardised as the trainer does) and block 10's ``to_v_user`` read through
 the checkpoint's ``to_out`` — on that loss with the trainer's optimiser, warm-up, clipping and
-batch, then reports how often the switches of seen and unseen users agree with their policy.
+batch, then reports how often the switches of seen and unseen users (the three groups together)
+agree with their forbidden sets.
 It predicts what ``python -m training.train_psa`` + ``python -m toy_world.switches`` measure
 (minutes) closely enough to compare β and the standardisation ridge; it is not a substitute.
 """
@@ -26,7 +27,7 @@ from psa_model.profiles.vocabulary import CATEGORIES
 from .denoiser import SWITCH_SHARPNESS, SWITCH_SOFTNESS, target_table
 from .evaluate import encode_with_policy
 from .switches import switch_rows
-from .world import LLM_NAME, add_cache_option, ensure_world
+from .world import EVAL_GROUPS, LLM_NAME, add_cache_option, ensure_world
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = switch_rows(world.models_dir / "checkpoints" / world.checkpoint)
     delta_sq = (target_table()[1] ** 2).mean(dim=1)
     groups = []
-    for name in ("seen", "unseen"):
-        users, emb = encode_with_policy(world.models_dir / "LLM" / LLM_NAME, world.users[name])
+    for users in (world.users["seen"], [u for g in EVAL_GROUPS for u in world.users[g]]):
+        users, emb = encode_with_policy(world.models_dir / "LLM" / LLM_NAME, users)
         forbidden = torch.tensor([[float(c in u["forbidden"]) for c in CATEGORIES] for u in users])
         groups.append((torch.from_numpy(emb), forbidden))
     print(f"| β | ridge | seen: switches right (mean of {args.seeds} seeds) | unseen: mean | unseen: worst seed |")

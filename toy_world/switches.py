@@ -53,7 +53,7 @@ def switch_levels(adapter_file: Path, checkpoint: Path, embeddings: np.ndarray, 
 
 
 def agreement(levels: np.ndarray, users: list[dict]) -> dict:
-    """How often the switch is on exactly where the user's policy forbids the category."""
+    """How often the switch is on exactly where the user forbids the category (stated, else the Sage policy)."""
     forbidden = np.array([[c in u["forbidden"] for c in CATEGORIES] for u in users])
     on = levels >= ON_AT
     return {"users": len(users), "agreement": float((on == forbidden).mean()),
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="full", choices=["full", "small"], help="which toy world to build/use")
     add_cache_option(parser)
-    parser.add_argument("--users", type=Path, help="JSON list of attribute profiles (default: the world's seen "
-                                                   "and unseen users)")
+    parser.add_argument("--users", type=Path, help="JSON list of attribute profiles (default: the world's training "
+                                                   "users and its three unseen groups)")
     parser.add_argument("--adapter", type=Path, help="adapter file to read (default: the world's own)")
     parser.add_argument("--psa-scale", type=float, default=1.0)
     args = parser.parse_args(argv)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         levels = switch_levels(adapter, world.models_dir / "checkpoints" / world.checkpoint, emb, args.psa_scale)
         res = agreement(levels, users)
         per_cat = " ".join(f"{c} {v:.2f}" for c, v in res["per_category"].items())
-        print(f"{group}: {res['users']} users, switches agree with the policy {res['agreement']:.3f} "
+        print(f"{group}: {res['users']} users, switches agree with the forbidden set {res['agreement']:.3f} "
               f"(on where forbidden {res['on_where_forbidden']:.3f}, off where allowed {res['off_where_allowed']:.3f}); "
               f"per category: {per_cat}")
     return 0

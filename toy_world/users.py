@@ -1,5 +1,6 @@
-"""Toy users: attribute profiles in the project's schema, forbidden sets from the rule policy,
-embeddings from the pack's own LLM profile path (docs/toy-world.md, "Users").
+"""Toy users: attribute profiles in the project's schema, forbidden sets from the Sage policy or
+stated explicitly, embeddings from the pack's own LLM profile path (docs/toy-world.md, "Users";
+"Boundaries and attributes").
 
 The language model is a small random Qwen2 built here with the real Qwen2.5 tokenizer that
 ships with ComfyUI; embeddings come from :class:`psa_model.profiles.llm_encoder.ProfileEncoder`
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from psa_model.profiles.policy import apply_policy
+from psa_model.profiles.boundaries import attribute_forbidden
+from psa_model.profiles.recipe import EncodingRecipe
 from psa_model.profiles.schema import StructuredProfile
+from training.boundaries import random_forbidden
 from training.comfy_host import comfyui_path
 
 LLM_HIDDEN = 64
@@ -23,15 +26,21 @@ AGES_ADULT = (19, 24, 31, 38, 45, 52, 60, 67, 74)
 MENTAL_UNSTABLE = ("depression", "anxiety", "war", "major accidents")
 PHYSICAL_IMPAIRED = ("hearing impairment", "visual impairment", "intellectual disability")
 RELIGIOUS = ("Islam", "Christianity", "Buddhism")
+# The toy world encodes with the category notation that makes the forbidden set legible to the
+# encoder (docs/toy-world.md, "Boundaries and attributes"); the adapter's metadata records it.
+ENCODING = EncodingRecipe(category_notation="forbidden-only")
 
-# The three demo profiles, permissive → strict.
+# The demo profiles, permissive → strict, then one whose stated categories contradict its
+# attributes (the Sage policy gives it six categories; its operator allows Violence and more).
 DEMO_USERS = {
     "permissive": dict(age=34, gender="female", religion="None", mental_condition="healthy",
                        physical_condition="healthy"),
     "moderate": dict(age=41, gender="male", religion="Christianity", mental_condition="healthy",
                      physical_condition="healthy"),
-    "strict": dict(age=13, gender="male", religion="Islam", mental_condition="anxiety",
-                   physical_condition="visual impairment"),
+    "strict": dict(age=9, gender="male", religion="Islam", mental_condition="anxiety",
+                   physical_condition="intellectual disability"),
+    "stated": dict(age=67, gender="female", religion="Christianity", mental_condition="anxiety",
+                   physical_condition="intellectual disability", forbidden=["Hate", "Self-Harm", "Propaganda"]),
 }
 
 
@@ -60,26 +69,81 @@ def _random_user(rng: random.Random, minor: bool, unstable: bool, impaired: bool
                 physical_condition=rng.choice(PHYSICAL_IMPAIRED) if impaired else "healthy")
 
 
-def make_users(seed: int, per_combination: int = 3) -> list[dict]:
-    """Attribute profiles covering every combination of the policy's rules (permissive → strict)."""
+def attribute_grid() -> list[dict]:
+    """Every attribute profile the toy vocabulary can make (ages, genders, religions, conditions)."""
+    return [dict(age=age, gender=gender, religion=religion, mental_condition=mental, physical_condition=physical)
+            for age in AGES_MINOR + AGES_ADULT for gender in ("male", "female") for religion in ("None", *RELIGIOUS)
+            for mental in ("healthy", *MENTAL_UNSTABLE) for physical in ("healthy", *PHYSICAL_IMPAIRED)]
+
+
+def sage_forbidden(user: dict) -> tuple[str, ...]:
+    """What the Sage policy forbids for the user's attributes (the profile summary's check)."""
+    return attribute_forbidden(StructuredProfile.from_dict(_attributes(user)))
+
+
+def _attributes(user: dict) -> dict:
+    return {k: v for k, v in user.items() if k not in ("forbidden", "allowed", "name")}
+
+
+def _named(users: list[dict], prefix: str) -> list[dict]:
+    return [dict(u, name=f"{prefix}_{i:03d}") for i, u in enumerate(users)]
+
+
+def make_training_users(seed: int, policy_users: int, independent_users: int) -> list[dict]:
+    """Users whose pairs train the adapter (docs/toy-world.md, "Boundaries and attributes").
+
+    ``policy_users``: one user per distinct Sage-policy forbidden set of the attribute grid (then
+    random ones), labelled by the Sage policy; ``independent_users``: random attributes with a
+    forbidden set drawn independently of them (:func:`training.boundaries.random_forbidden`)."""
     rng = random.Random(seed)
-    users = []
-    for code in range(16):
-        minor, unstable, impaired, religious = (bool(code >> k & 1) for k in range(4))
-        for _ in range(per_combination):
-            users.append(_random_user(rng, minor, unstable, impaired, religious))
+    grid = attribute_grid()
+    by_set: dict[tuple, list[dict]] = {}
+    for user in grid:
+        by_set.setdefault(sage_forbidden(user), []).append(user)
+    sets = sorted(by_set, key=lambda f: (len(f), f))
+    rng.shuffle(sets)
+    policy = [rng.choice(by_set[f]) for f in sets[:policy_users]]
+    while len(policy) < policy_users:
+        policy.append(rng.choice(grid))
+    policy = [dict(u, forbidden=list(sage_forbidden(u))) for u in policy]
+    independent = [dict(rng.choice(grid), forbidden=list(random_forbidden(rng))) for _ in range(independent_users)]
+    users = _named(policy, "toy_policy") + _named(independent, "toy_independent")
     rng.shuffle(users)
-    for i, u in enumerate(users):
-        u["name"] = f"toy_user_{i:03d}"
     return users
 
 
+def make_eval_groups(seed: int, per_group: int, trained_sets: set[tuple]) -> dict[str, list[dict]]:
+    """Three groups of unseen users (docs/benchmarks.md, "Efficacy (toy world)"):
+
+    - ``policy``: categories follow the Sage policy for their attributes;
+    - ``contradicting``: explicit categories that differ from the Sage policy's for their attributes;
+    - ``new sets``: forbidden sets no training user had (``trained_sets``), attributes random.
+    """
+    rng = random.Random(seed)
+    grid = attribute_grid()
+    policy = [dict(u, forbidden=list(sage_forbidden(u))) for u in rng.sample(grid, per_group)]
+    contradicting = []
+    while len(contradicting) < per_group:
+        user, forbidden = rng.choice(grid), random_forbidden(rng)
+        if set(forbidden) != set(sage_forbidden(user)):
+            contradicting.append(dict(user, forbidden=list(forbidden)))
+    new_sets, used = [], set(trained_sets)
+    while len(new_sets) < per_group:
+        forbidden = random_forbidden(rng)
+        if forbidden not in used:
+            used.add(forbidden)
+            new_sets.append(dict(rng.choice(grid), forbidden=list(forbidden)))
+    return {"policy": _named(policy, "unseen_policy"), "contradicting": _named(contradicting, "unseen_contradicting"),
+            "new sets": _named(new_sets, "unseen_new_set")}
+
+
 def with_policy(user: dict) -> StructuredProfile:
-    """The attribute profile with its forbidden categories from the rule policy."""
-    profile = StructuredProfile.from_dict({k: v for k, v in user.items() if k not in ("forbidden", "allowed")})
+    """The attribute profile with its forbidden categories: the explicit ones when given, else the Sage
+    policy's for its attributes."""
+    profile = StructuredProfile.from_dict(_attributes(user))
     if user.get("forbidden") is not None:
         return profile.with_categories(user["forbidden"])
-    return profile.with_categories(apply_policy(profile).forbidden)
+    return profile.with_categories(sage_forbidden(user))
 
 
 def load_users(path: Path) -> list[dict]:
@@ -90,9 +154,10 @@ def load_users(path: Path) -> list[dict]:
     return data
 
 
-def encode_users(llm_folder: Path, profiles: list[StructuredProfile]) -> np.ndarray:
-    """Embeddings through the pack's LLM encoder (the PSA Encode Profile (LLM) code path)."""
+def encode_users(llm_folder: Path, profiles: list[StructuredProfile], recipe: EncodingRecipe = ENCODING) -> np.ndarray:
+    """Embeddings through the pack's LLM encoder (the PSA Encode Profile (LLM) code path), by ``recipe``
+    (default: the toy world's, :data:`ENCODING`)."""
     from psa_model.profiles.llm_encoder import ProfileEncoder  # noqa: PLC0415 - heavy (torch): keeps this module light to import
 
-    with ProfileEncoder(llm_folder) as encoder:
+    with ProfileEncoder(llm_folder, recipe=recipe) as encoder:
         return encoder.encode(profiles, batch_size=8).numpy().astype(np.float32)

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from psa_model.scratch import claim, remove
+from training.boundaries import write_marker
 from training.comfy_host import import_comfy
 
 from . import concepts
@@ -48,14 +49,20 @@ class WorldSize:
     base_batch: int
     dpo_steps: int
     dpo_batch: int
-    users_per_combination: int
+    policy_users: int        # training users labelled by the Sage policy (one per distinct set first)
+    independent_users: int   # training users whose explicit sets are drawn apart from their attributes
+    eval_users: int          # unseen users per evaluation group
 
 
 SIZES = {
-    "full": WorldSize(base_steps=300, base_batch=8, dpo_steps=200, dpo_batch=16, users_per_combination=3),
-    "small": WorldSize(base_steps=300, base_batch=8, dpo_steps=100, dpo_batch=8, users_per_combination=1),
-    "tiny": WorldSize(base_steps=2, base_batch=2, dpo_steps=1, dpo_batch=1, users_per_combination=1),  # plumbing
+    "full": WorldSize(base_steps=300, base_batch=8, dpo_steps=200, dpo_batch=16, policy_users=30,
+                      independent_users=30, eval_users=16),
+    "small": WorldSize(base_steps=300, base_batch=8, dpo_steps=100, dpo_batch=8, policy_users=27,
+                       independent_users=8, eval_users=4),
+    "tiny": WorldSize(base_steps=2, base_batch=2, dpo_steps=1, dpo_batch=1, policy_users=4, independent_users=2,
+                      eval_users=2),  # plumbing
 }
+EVAL_GROUPS = ("policy", "contradicting", "new sets")   # users.make_eval_groups; docs/benchmarks.md
 
 
 @dataclass
@@ -65,7 +72,7 @@ class World:
     checkpoint: str
     adapter: str
     demo_profiles: list[str]            # file names in psa_profiles, permissive → strict
-    users: dict[str, list[dict]] = field(default_factory=dict)  # "seen"/"unseen" → attribute profiles
+    users: dict[str, list[dict]] = field(default_factory=dict)  # "seen", then EVAL_GROUPS → profiles with forbidden
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -73,7 +80,8 @@ def source_hash() -> str:
     """Hash of the sources the world is built from (not the judge, demo or benchmark code)."""
     h = hashlib.sha256()
     files = [REPO_ROOT / "toy_world" / f"{name}.py" for name in BUILD_SOURCES] + \
-        [REPO_ROOT / "devkit" / f"{name}.py" for name in ("fixtures", "unet_configs")]
+        [REPO_ROOT / "devkit" / f"{name}.py" for name in ("fixtures", "unet_configs")] + \
+        [REPO_ROOT / "training" / "boundaries.py", REPO_ROOT / "psa_model" / "profiles" / "data" / "sage_policy.json"]
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -176,23 +184,25 @@ def _build(root: Path, size: WorldSize, log) -> World:
     t0 = time.monotonic()
     if bar is not None:
         bar.stage("users and pairs")
-    log("step 3/5: toy users (rule policy) and their LLM embeddings")
+    log("step 3/5: toy users (Sage policy and stated sets) and their LLM embeddings")
     llm = users_mod.build_llm(models / "LLM" / LLM_NAME, seed=5)
-    all_users = users_mod.make_users(seed=7, per_combination=size.users_per_combination)
-    split = {"seen": all_users[: len(all_users) * 2 // 3], "unseen": all_users[len(all_users) * 2 // 3:]}
-    for u in all_users:
-        u["forbidden"] = list(users_mod.with_policy(u).forbidden)
+    # The demo's profiles are seen users too: the main job shows what training on a user gives;
+    # unseen users are measured by the efficacy benchmark (docs/toy-world.md, "Users").
     demo = {name: dict(attrs, name=name) for name, attrs in users_mod.DEMO_USERS.items()}
-    profiles = [users_mod.with_policy(u) for u in split["seen"]] + \
-        [users_mod.with_policy(u) for u in demo.values()]
-    emb = users_mod.encode_users(llm, profiles)
+    seen = users_mod.make_training_users(seed=7, policy_users=size.policy_users,
+                                         independent_users=size.independent_users) + list(demo.values())
+    seen = [dict(u, forbidden=list(users_mod.with_policy(u).forbidden)) for u in seen]
+    trained_sets = {tuple(users_mod.with_policy(u).forbidden) for u in seen}
+    split = {"seen": seen, **users_mod.make_eval_groups(seed=11, per_group=size.eval_users, trained_sets=trained_sets)}
+    emb = users_mod.encode_users(llm, [users_mod.with_policy(u) for u in seen])
     demo_files = []
-    for (name, attrs), e in zip(demo.items(), emb[len(split["seen"]):]):
-        prof = users_mod.with_policy(attrs)
+    for name, e in zip(demo, emb[len(seen) - len(demo):]):
+        prof = users_mod.with_policy(demo[name])
         np.save(models / "psa_profiles" / f"toy_{name}.npy", e)
         spec = {"name": name, "embedding": f"toy_{name}.npy", "forbidden": list(prof.forbidden),
                 "allowed": list(prof.allowed)}
         (models / "psa_profiles" / f"toy_{name}.json").write_text(json.dumps(spec, indent=1))
+        attrs = {k: v for k, v in demo[name].items() if k not in ("name", "forbidden")}
         (models / "psa_profiles" / f"toy_{name}_attributes.json").write_text(json.dumps(attrs, indent=1))
         demo_files.append(f"toy_{name}.json")
     timings["users_s"] = time.monotonic() - t0
@@ -200,11 +210,10 @@ def _build(root: Path, size: WorldSize, log) -> World:
     t0 = time.monotonic()
     log("step 4/5: preference pairs (Sage layout)")
     data = root / "data"
-    # The demo's three profiles are seen users too: the main job shows what training on a user gives;
-    # unseen users are measured by the efficacy benchmark (docs/toy-world.md, "Users").
-    split["seen"] = split["seen"] + [dict(attrs, forbidden=list(users_mod.with_policy(attrs).forbidden))
-                                     for attrs in demo.values()]
-    write_pairs(data / "train", data / "embeddings", split["seen"], emb[: len(split["seen"])])
+    write_pairs(data / "train", data / "embeddings", seen, emb)
+    write_marker(data / "train", {"source": "toy world", "policy_users": size.policy_users,
+                                  "independent_users": size.independent_users, "demo_users": len(demo),
+                                  "category_notation": users_mod.ENCODING.category_notation})
 
     log(f"step 5/5: training the PSA adapter with python -m training.train_psa ({size.dpo_steps} steps)")
     if bar is not None:

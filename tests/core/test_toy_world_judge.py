@@ -42,9 +42,7 @@ def test_preference_pairs_are_read_by_the_trainer(tmp_path):
     from toy_world import users as users_mod
     from toy_world.world import write_pairs
 
-    users = users_mod.make_users(seed=3, per_combination=1)[:3]
-    for u in users:
-        u["forbidden"] = list(users_mod.with_policy(u).forbidden)
+    users = users_mod.make_training_users(seed=3, policy_users=2, independent_users=1)
     count = write_pairs(tmp_path / "train", tmp_path / "emb", users, np.ones((3, 8), np.float32))
     data = load_split(tmp_path / "train", tmp_path / "emb")
     assert len(data) == count == 3 * 7 * 3
@@ -55,11 +53,34 @@ def test_preference_pairs_are_read_by_the_trainer(tmp_path):
         assert ("_safe" in pair.rejected.name) != ("_safe" in pair.chosen.name)
 
 
-def test_policy_spreads_the_demo_users_from_permissive_to_strict():
+def test_policy_spreads_the_demo_users_from_permissive_to_strict_and_one_contradicts_it():
     from toy_world import users as users_mod
 
-    sizes = [len(users_mod.with_policy(a).forbidden) for a in users_mod.DEMO_USERS.values()]
+    demo = users_mod.DEMO_USERS
+    sizes = [len(users_mod.with_policy(demo[n]).forbidden) for n in ("permissive", "moderate", "strict")]
     assert sizes == [0, 2, 7]
+    stated, policy = set(users_mod.with_policy(demo["stated"]).forbidden), set(users_mod.sage_forbidden(demo["stated"]))
+    assert stated - policy and policy - stated     # it forbids a category its attributes allow, and vice versa
+
+
+def test_training_users_cover_the_sage_sets_and_evaluation_groups_are_what_they_say():
+    from toy_world import users as users_mod
+
+    grid_sets = {users_mod.sage_forbidden(u) for u in users_mod.attribute_grid()}
+    train = users_mod.make_training_users(seed=3, policy_users=len(grid_sets) + 2, independent_users=12)
+    policy = [u for u in train if u["name"].startswith("toy_policy")]
+    independent = [u for u in train if u["name"].startswith("toy_independent")]
+    assert {tuple(u["forbidden"]) for u in policy} == grid_sets
+    assert all(tuple(u["forbidden"]) == users_mod.sage_forbidden(u) for u in policy)
+    assert sum(tuple(u["forbidden"]) != users_mod.sage_forbidden(u) for u in independent) >= 10
+    trained = {tuple(u["forbidden"]) for u in train}
+    groups = users_mod.make_eval_groups(seed=4, per_group=6, trained_sets=trained)
+    assert all(tuple(u["forbidden"]) == users_mod.sage_forbidden(u) for u in groups["policy"])
+    assert all(set(u["forbidden"]) != set(users_mod.sage_forbidden(u)) for u in groups["contradicting"])
+    new = [tuple(u["forbidden"]) for u in groups["new sets"]]
+    assert len(set(new)) == len(new) and not set(new) & trained
+    for user in groups["contradicting"]:     # the stated set wins over the attributes
+        assert users_mod.with_policy(user).forbidden == tuple(user["forbidden"])
 
 
 def test_demo_graph_base_twin_uses_a_stock_ksampler_on_the_unpatched_model():
