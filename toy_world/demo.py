@@ -109,7 +109,7 @@ def _header(world, profile_file: str, spec: dict) -> str:
     if attributes.is_file():
         policy = users_mod.sage_forbidden(json.loads(attributes.read_text()))
         if set(policy) != set(spec["forbidden"]):
-            text += f"\n(stated; its attributes would give: {', '.join(policy) or 'nothing'})"
+            text += f"\n(its attributes alone would give: {', '.join(policy) or 'nothing'})"
     return text
 
 
