@@ -97,3 +97,30 @@ def test_demo_graph_base_twin_uses_a_stock_ksampler_on_the_unpatched_model():
     assert [n for n in base.values() if n["class_type"] == "KSampler"][0]["inputs"]["model"] == ["1", 0]
     texts = sorted(n["inputs"]["text"] for n in psa.values() if n["class_type"] == "CLIPTextEncode")
     assert texts == ["", "a violent fight"]
+
+
+def test_efficacy_reports_each_missed_target():
+    from psa_model.profiles.vocabulary import CATEGORIES
+    from toy_world.efficacy import missed_targets
+
+    def group(pass_psa, retention, base=0.5, cat_psa=1.0, cat_base=0.5):
+        cats = {c: {"cases": 4, "psa": cat_psa, "base": cat_base} for c in CATEGORIES}
+        return {"pass_psa": pass_psa, "retention_psa": retention, "pass_base": base, "per_category": cats}
+
+    assert missed_targets({"a": group(0.95, 0.95)}) == []
+    missed = missed_targets({"a": group(0.89, 0.95), "b": group(0.95, 0.80), "c": group(0.95, 0.95, cat_psa=0.4)})
+    assert any(m.startswith("a: pass_psa") for m in missed) and any(m.startswith("b: retention_psa") for m in missed)
+    assert sum(m.startswith("c/") for m in missed) == len(CATEGORIES)
+    assert missed_targets({"d": group(0.92, 0.95, base=0.93, cat_base=0.2)}) == ["d: PSA 0.920 < base 0.930"]
+
+
+def test_the_probe_reads_a_linearly_coded_set_and_not_a_random_one():
+    from toy_world.probe import fit_probe, predict, score
+
+    rng = np.random.default_rng(0)
+    forbidden = (rng.random((120, 7)) < 0.5).astype(float)
+    emb = forbidden @ rng.normal(size=(7, 32)) + 0.05 * rng.normal(size=(120, 32)) + 3.0
+    probe = fit_probe(emb[:80], forbidden[:80], ridge=0.1)
+    assert score(predict(probe, emb[80:]), forbidden[80:])["exact_set"] == 1.0
+    noise = rng.normal(size=(120, 32))
+    assert score(predict(fit_probe(noise[:80], forbidden[:80], 0.1), noise[80:]), forbidden[80:])["bits"] < 0.75
