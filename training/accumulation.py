@@ -3,7 +3,8 @@
 Usually the two are the same number (the gradient is the mean over the micro-batches). The
 reference's training loop enters two nested ``accelerator.accumulate(...)`` contexts per
 micro-batch, which splits them apart; :func:`nested_accumulate_cadence` derives the pair it
-ends up with (``docs/reference-parity.md``, "Gradient accumulation as the reference runs it").
+ends up with, and :func:`step_micro_batches` the short step accelerate forces at an epoch's end
+(``docs/reference-parity.md``, "Gradient accumulation as the reference runs it").
 
 No ComfyUI import: this module is tested in the ``core`` tier.
 """
@@ -26,11 +27,29 @@ def nested_accumulate_cadence(accumulation_steps: int, contexts: int) -> tuple[i
     counter is ``contexts · m``, so the optimiser steps every
     ``accumulation_steps / gcd(accumulation_steps, contexts)`` micro-batches, while
     ``Accelerator.backward`` still divides every loss by ``accumulation_steps``.
-    (An epoch's last batch also forces a step and resets the counter; see the doc.)
+    (An epoch's last batch also forces a step and resets the counter: :func:`step_micro_batches`.)
     """
     if accumulation_steps < 1 or contexts < 1:
         raise ValueError(f"need accumulation_steps ≥ 1 and contexts ≥ 1, got {accumulation_steps}, {contexts}")
     return accumulation_steps // math.gcd(accumulation_steps, contexts), accumulation_steps
+
+
+def step_micro_batches(micro_batches: int, epoch_length: int, position: int) -> int:
+    """Micro-batches the next optimiser step accumulates.
+
+    ``epoch_length`` is the number of micro-batches in an epoch (0: the data is one stream
+    without epochs) and ``position`` how many of the current epoch were already drawn. Without
+    epochs every step takes ``micro_batches``. With them, an epoch's last micro-batch also ends
+    a step, with however many micro-batches were left, and the next epoch starts counting
+    afresh: accelerate's data loader flags its last batch, and entering ``accumulate`` then
+    forces "sync gradients" and resets the step counter to 0 instead of advancing it.
+    """
+    if micro_batches < 1 or epoch_length < 0 or position < 0:
+        raise ValueError(f"need micro_batches ≥ 1, epoch_length ≥ 0 and position ≥ 0, got {micro_batches}, "
+                         f"{epoch_length}, {position}")
+    if epoch_length == 0:
+        return micro_batches
+    return min(micro_batches, epoch_length - position % epoch_length)
 
 
 def accumulate_gradients(micro_step: Callable[[], torch.Tensor], micro_batches: int, loss_divisor: float) -> None:

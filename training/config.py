@@ -63,6 +63,11 @@ class TrainConfig:
     loss_divisor: int = _opt(0, "each micro-batch's loss is divided by this before backward (0 = --grad-accum: "
                                 "the mean over the micro-batches); the reference recipes: twice --grad-accum, "
                                 "as the reference's nested accumulate contexts run (docs/reference-parity.md)")
+    epoch_end_step: bool = _opt(False, "read the data in epochs as the reference's data loader does (reshuffled each "
+                                       "epoch, the pairs short of a full global batch left out) and end an "
+                                       "optimizer step on each epoch's last micro-batch with however many "
+                                       "micro-batches it has (accelerate's end-of-data sync; the reference recipes "
+                                       "turn it on); off: one continuous stream of pairs (docs/reference-parity.md)")
     max_steps: int = _opt(5000, "optimizer steps to train (published recipe: 5000)")
     lr: float = _opt(5e-6, "peak learning rate (published recipe: 5e-6)")
     warmup_steps: int = _opt(500, "linear warm-up steps of the constant-with-warm-up schedule")
@@ -78,6 +83,9 @@ class TrainConfig:
     projection_dtype: str = _opt("fp32", "dtype the user projection is stored and updated in: fp32 (pack: it "
                                          "learns) or bf16 (the reference: most small updates round away)",
                                  choices=["fp32", "bf16"])
+    embedding_dtype: str = _opt("fp32", "precision user embeddings are read in: fp32 (pack: as stored) or fp16 (the "
+                                        "reference's data set rounds them to fp16, before its bf16 projection "
+                                        "rounds them again)", choices=["fp32", "fp16"])
     ref_precision: str = _opt("policy", "how the DPO reference branch (the frozen base UNet) is computed: policy "
                                         "(pack: the same UNet and --precision as the policy) or bf16 (the reference: "
                                         "a bf16 copy of the UNet, bf16 latents, noise and conditioning, errors in "
@@ -117,7 +125,8 @@ class TrainConfig:
         d = {k: v for k, v in asdict(self).items() if k not in self.NON_TRAJECTORY}
         if not self.standardize_projection:
             del d["standardize_ridge"]   # unused then; and runs from before the option still resume
-        for name, neutral in (("loss_divisor", 0), ("ref_precision", "policy"), ("crop_rounding", "pack")):
+        for name, neutral in (("loss_divisor", 0), ("ref_precision", "policy"), ("crop_rounding", "pack"),
+                              ("epoch_end_step", False), ("embedding_dtype", "fp32")):
             if d[name] == neutral:   # runs from before these options still resume
                 del d[name]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

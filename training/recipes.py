@@ -31,12 +31,14 @@ _REFERENCE_COMMON = {
     "precision": "bf16",
     "ref_precision": "bf16",  # the frozen reference UNet in bf16 with bf16 inputs and errors
     "projection_dtype": "bf16",  # the user projection is cast to bf16 and updated there
+    "embedding_dtype": "fp16",  # the data set hands out fp16 embeddings (then cast to the projection's bf16)
     "latent_sampling": "sample",  # a fresh posterior sample at every step
     "random_flip": True,
     "independent_flips": True,  # chosen and rejected images flipped independently
     "resize_filter": "bilinear",
     "crop_rounding": "reference",  # torchvision's Resize + CenterCrop
     "caption_mode": "truncate",
+    "epoch_end_step": True,  # accelerate steps on each epoch's last batch with what it has (drop_last epochs)
     "user_tokens": 1,
     "checkpoint_every": 500,
 }

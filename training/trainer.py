@@ -27,12 +27,13 @@ from psa_model.adapter.patch import UserConditioning
 from psa_model.formats.adapter_file import read_adapter_tensors, save_native, save_reference_bin
 from psa_model.profiles.boundaries import METADATA_KEY
 
-from .accumulation import accumulate_gradients
+from .accumulation import accumulate_gradients, step_micro_batches
 from .boundaries import read_marker
 from .checkpoint import load_checkpoint, restore_rng, rng_states, save_checkpoint
 from .config import TrainConfig
 from .data import SageDataset, data_fingerprint, load_split, random_subset
 from .distributed import average_gradients, average_scalars, rank_and_world
+from .epochs import PairOrder
 from .latents import LatentSource
 from .loss import DPOResult, dpo_loss_from_predictions
 from .metrics import MetricsLog, plot
@@ -81,6 +82,9 @@ class Trainer:
         self.train_set: SageDataset = load_split(cfg.train_data, cfg.embeddings, cfg.skip_missing)
         if cfg.train_subset:
             self.train_set.pairs = random_subset(self.train_set.pairs, cfg.train_subset, cfg.train_subset_seed)
+        self.rank, self.world = rank_and_world()
+        # which pairs each micro-batch draws: one stream, or epochs ending in a short step (--epoch-end-step)
+        self.pair_order = PairOrder(len(self.train_set), cfg.batch_size * self.world, cfg.epoch_end_step)
         self.val_set: SageDataset | None = (load_split(cfg.val_data, cfg.embeddings, cfg.skip_missing,
                                                        self.train_set.embed_dim) if cfg.val_data else None)
         self.base = base if base is not None else load_base(cfg.checkpoint)
@@ -108,10 +112,7 @@ class Trainer:
         self.optimizer = make_optimizer(cfg, self.adapter.parameters())
         self.scheduler = constant_with_warmup(self.optimizer, cfg.warmup_steps)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.rank, self.world = rank_and_world()
         self.step = 0
-        self.order: list[int] = []
-        self.cursor = 0
         self.fingerprint = cfg.run_fingerprint()
         self.data_fp = data_fingerprint(self.train_set)
         # data built to separate boundaries from attributes (training/boundaries.py) says so in the adapter
@@ -129,14 +130,17 @@ class Trainer:
                 "cross_attention_dim": c.cross_attention_dim, "user_tokens": c.user_tokens, "steps": self.step,
                 "beta": self.cfg.beta, "lr": self.cfg.lr, "optimizer": self.cfg.optimizer,
                 "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum,
-                "loss_divisor": self.cfg.effective_loss_divisor(), "ref_precision": self.cfg.ref_precision,
+                "loss_divisor": self.cfg.effective_loss_divisor(), "epoch_end_step": self.cfg.epoch_end_step,
+                "embedding_dtype": self.cfg.embedding_dtype,
+                "ref_precision": self.cfg.ref_precision,
                 "resolution": self.resolution, "recipe": self.cfg.recipe, "data_fingerprint": self.data_fp,
                 "base_checkpoint": Path(self.cfg.checkpoint).name, "run_fingerprint": self.fingerprint,
                 **({METADATA_KEY: self.boundary_data} if self.boundary_data else {})}
 
     def _state(self) -> dict:
         return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng": rng_states(self.gen), "order": list(self.order), "cursor": self.cursor,
+                "rng": rng_states(self.gen), "order": list(self.pair_order.order),
+                "cursor": self.pair_order.cursor,
                 "run_fingerprint": self.fingerprint, "config": asdict(self.cfg)}
 
     def _resume(self, folder: str) -> None:
@@ -148,7 +152,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         restore_rng(state["rng"], self.gen)
-        self.step, self.order, self.cursor = state["step"], list(state["order"]), state["cursor"]
+        self.step = state["step"]
+        self.pair_order.order, self.pair_order.cursor = list(state["order"]), state["cursor"]
         self.metrics.truncate_after(self.step)
 
     def save_checkpoint(self) -> Path:
@@ -160,17 +165,12 @@ class Trainer:
     # -- data ------------------------------------------------------------------------------
     def _next_pairs(self) -> list:
         """The next *global* batch (``world × batch_size`` pairs; see ``training.distributed``)."""
-        pairs = []
-        while len(pairs) < self.cfg.batch_size * self.world:
-            if self.cursor >= len(self.order):
-                self.order = torch.randperm(len(self.train_set), generator=self.gen).tolist()
-                self.cursor = 0
-            pairs.append(self.train_set.pairs[self.order[self.cursor]])
-            self.cursor += 1
-        return pairs
+        return [self.train_set.pairs[i] for i in self.pair_order.next_batch(self.gen)]
 
     def _embeddings(self, dataset: SageDataset, pairs: list) -> torch.Tensor:
         emb = dataset.embedding_batch(pairs)
+        if self.cfg.embedding_dtype == "fp16":  # rounded as the reference's data set hands them out
+            emb = emb.half().float()
         return torch.zeros_like(emb) if self.cfg.zero_embeddings else emb
 
     def batch_inputs(self, dataset: SageDataset, pairs: list, gen: torch.Generator, augment: bool,
@@ -249,8 +249,9 @@ class Trainer:
                                          ref_dtype=ref.dtype)
 
     def train_step(self) -> dict:
-        """One optimizer step (``grad_accum`` micro-batches, each loss divided by
-        ``effective_loss_divisor``); returns mean loss and accuracy."""
+        """One optimizer step (``grad_accum`` micro-batches, or what is left of the epoch under
+        ``--epoch-end-step``; each loss divided by ``effective_loss_divisor``); returns mean loss
+        and accuracy."""
         self.optimizer.zero_grad(set_to_none=True)
         losses, accs, branches = [], [], []
 
@@ -263,7 +264,9 @@ class Trainer:
             branches.append(res.branch_means())
             return res.loss
 
-        accumulate_gradients(micro_batch, self.cfg.grad_accum, self.cfg.effective_loss_divisor())
+        micro_batches = step_micro_batches(self.cfg.grad_accum, self.pair_order.epoch_length,
+                                           self.pair_order.position)
+        accumulate_gradients(micro_batch, micro_batches, self.cfg.effective_loss_divisor())
         average_gradients(self.adapter.parameters(), self.world)
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.adapter.parameters(), self.cfg.max_grad_norm)

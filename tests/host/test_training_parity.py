@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -128,7 +129,8 @@ def test_reference_recipes_set_the_reference_values_and_explicit_options_win(tmp
                     lr=5e-6, warmup_steps=500, optimizer="adamw", weight_decay=1e-2, max_grad_norm=1.0, beta=5000.0,
                     precision="bf16", projection_dtype="bf16", latent_sampling="sample", random_flip=True,
                     independent_flips=True, caption_dropout=0.2, caption_mode="truncate", resize_filter="bilinear",
-                    crop_rounding="reference", min_timestep=0, max_timestep=1000, gradient_checkpointing=False)
+                    crop_rounding="reference", min_timestep=0, max_timestep=1000, gradient_checkpointing=False,
+                    epoch_end_step=True, embedding_dtype="fp16")
     assert {k: getattr(sd15, k) for k in expected} == expected
     sdxl = _resolve(tmp_path, "--recipe", "reference-sdxl")
     expected.update(resolution=1024, batch_size=2, grad_accum=8, loss_divisor=16, optimizer="adafactor",
@@ -137,8 +139,8 @@ def test_reference_recipes_set_the_reference_values_and_explicit_options_win(tmp
     assert {k: getattr(sdxl, k) for k in expected} == expected
     pack = _resolve(tmp_path)
     assert (pack.recipe, pack.projection_dtype, pack.latent_sampling, pack.independent_flips,
-            pack.resolution, pack.effective_loss_divisor(), pack.ref_precision) == ("pack", "fp32", "mean", False, 0,
-                                                                                    1, "policy")
+            pack.resolution, pack.effective_loss_divisor(), pack.ref_precision, pack.epoch_end_step,
+            pack.embedding_dtype) == ("pack", "fp32", "mean", False, 0, 1, "policy", False, "fp32")
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"recipe": "reference-sdxl", "batch_size": 1, "lr": 1e-5}))
     mixed = _resolve(tmp_path, "--config", str(config), "--lr", "2e-5", "--no-independent-flips")
@@ -229,6 +231,27 @@ def test_bf16_projection_barely_moves_and_fp32_learns(base, data, fixture_paths,
     assert torch.equal(loaded.user_proj.proj.weight.float(), after.float())
 
 
+def test_fp16_embeddings_reach_the_bf16_projection_as_the_references_do(base, data, fixture_paths, tmp_path):
+    """docs/reference-parity.md, "The user embedding": the reference's data set rounds embeddings to
+    fp16 and its bf16 projection rounds them again; rounding once to bf16 gives other numbers."""
+    import numpy as np
+
+    ckpt = fixture_paths["sd15_tiny.safetensors"]
+    tr = trainer_for(small_config(data, tmp_path / "r", ckpt, embedding_dtype="fp16", projection_dtype="bf16"), base)
+    plain = trainer_for(small_config(data, tmp_path / "p", ckpt, projection_dtype="bf16"), base)
+    pairs = tr.train_set.pairs[:3]
+    files = [np.load(Path(data["embeddings"]) / f"{p.user_id}.npy").reshape(-1) for p in pairs]
+    reference_input = torch.from_numpy(np.stack(files).astype(np.float16)).to(torch.bfloat16)
+    ours = tr._embeddings(tr.train_set, pairs)
+    assert torch.equal(ours.to(torch.bfloat16), reference_input)
+    once = plain._embeddings(plain.train_set, pairs).to(torch.bfloat16)
+    assert not torch.equal(once, reference_input)  # double rounding differs from rounding once
+    seen = []
+    tr.adapter.user_proj.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    tr.adapter.project(ours)
+    assert seen[0].dtype == torch.bfloat16 and torch.equal(seen[0], reference_input)
+
+
 def test_log_and_plot_record_policy_and_reference_errors(base, data, fixture_paths, tmp_path):
     cfg = small_config(data, tmp_path, fixture_paths["sd15_tiny.safetensors"], batch_size=1, max_steps=3,
                        validate_every=3, lr=1e-2)
@@ -287,3 +310,41 @@ def test_literal_text_encode_node_encodes_prompts_as_training_reads_captions(bas
     stock = base.clip.encode_from_tokens(base.clip.tokenize(PARENS))
     assert not torch.equal(stock, training.encode(PARENS)["c_crossattn"].to(stock.dtype))  # "(red:1.5)" weighted
     assert base.clip.encode_from_tokens(base.clip.tokenize(LONG)).shape[1] == 3 * 77
+
+
+def test_epoch_end_step_ends_each_epoch_with_the_micro_batches_left(base, data, fixture_paths, tmp_path):
+    """docs/reference-parity.md, "Gradient accumulation as the reference runs it": epochs of
+    ⌊7 pairs / 1⌋ = 7 micro-batches at 3 per step give steps of 3, 3, 1, and a resumed run
+    continues inside the epoch."""
+    ckpt = fixture_paths["sd15_tiny.safetensors"]
+
+    def sizes(trainer, steps: int) -> tuple[list[int], list[list]]:
+        drawn, counts, draw = [], [], trainer._next_pairs
+
+        def spy():
+            drawn.append(draw())
+            return drawn[-1]
+
+        trainer._next_pairs = spy
+        for _ in range(steps):
+            before = len(drawn)
+            trainer.train_step()
+            counts.append(len(drawn) - before)
+        return counts, drawn
+
+    common = dict(train_subset=7, batch_size=1, grad_accum=3, loss_divisor=6)
+    epochs = trainer_for(small_config(data, tmp_path / "e", ckpt, epoch_end_step=True, **common), base)
+    counts, drawn = sizes(epochs, 6)
+    assert counts == [3, 3, 1, 3, 3, 1]
+    first, second = drawn[:7], drawn[7:]
+    assert len({p for batch in first for p in batch}) == 7 == len({p for batch in second for p in batch})
+    assert first != second  # each epoch is a new permutation
+    stream = trainer_for(small_config(data, tmp_path / "s", ckpt, **common), base)
+    assert sizes(stream, 3)[0] == [3, 3, 3]
+
+    run = trainer_for(small_config(data, tmp_path / "r", ckpt, epoch_end_step=True, max_steps=2, checkpoint_every=2,
+                                   **common), base)
+    run.train()
+    resumed = trainer_for(small_config(data, tmp_path / "r", ckpt, epoch_end_step=True, max_steps=4,
+                                       resume=str(tmp_path / "r" / "checkpoints" / "step_2"), **common), base)
+    assert sizes(resumed, 2)[0] == [1, 3]
