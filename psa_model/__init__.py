@@ -10,4 +10,6 @@ Grouped by concern:
 - ``psa_model.profiles`` — user profiles: profile and embedding files (``profile``), the
   attribute schema (``schema``), forbidden-category policies (``policy``), the Sage nearest-user
   route (``sage_nearest``), the LLM encoder and its cache.
+- ``psa_model.sampling`` — samplers ComfyUI lacks, in its σ-space: PLMS and its "leading"
+  schedule (``plms``), the reference's SD1.5 sampler.
 """

@@ -1,0 +1,5 @@
+"""Samplers and sigma schedules that ComfyUI does not ship, written in ComfyUI's σ-space.
+
+``psa_model.sampling.plms`` — pseudo linear multistep (PLMS), the sampler the reference's SD1.5
+pipelines use (docs/reference-parity.md, "Sampling").
+"""
