@@ -1,0 +1,59 @@
+"""PSA PLMS Sampler and PSA PLMS Schedule: the reference's SD1.5 sampler for SamplerCustom(-Advanced).
+
+The algorithm and schedule are :mod:`psa_model.sampling.plms` (docs/reference-parity.md,
+"Sampling"); these nodes only hand them to ComfyUI's custom-sampling API as a SAMPLER
+(``comfy.samplers.KSAMPLER``) and a SIGMAS tensor, so nothing is added to ComfyUI's own sampler
+or scheduler lists.
+"""
+from __future__ import annotations
+
+import comfy.samplers
+import torch
+from comfy_api.latest import io
+
+from psa_model.sampling.plms import plms_sigmas, sample_plms
+
+from .adapter_nodes import CATEGORY
+
+
+class PSAPLMSSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PSAPLMSSampler", display_name="PSA PLMS Sampler", category=CATEGORY,
+            description="Pseudo linear multistep (PLMS), diffusers' default SD1.5 scheduler and so the PSA "
+                        "reference's: a second-order first step (one extra model call), then Adams–Bashforth "
+                        "steps of order 2, 3 and 4. Use with PSA PLMS Schedule in SamplerCustom.",
+            inputs=[],
+            outputs=[io.Sampler.Output(tooltip="For SamplerCustom / SamplerCustomAdvanced.")])
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        return io.NodeOutput(comfy.samplers.KSAMPLER(sample_plms))
+
+
+class PSAPLMSSchedule(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PSAPLMSSchedule", display_name="PSA PLMS Schedule", category=CATEGORY,
+            description="The reference's SD1.5 noise levels: diffusers' \"leading\" timesteps with offset 1 "
+                        "(981, 961, …, 1 for 50 steps), and a last step that stops at the first training "
+                        "timestep's noise level instead of 0.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model to sample (its noise table gives the levels)."),
+                io.Int.Input("steps", default=50, min=1, max=500, tooltip="Number of steps (the reference: 50)."),
+            ],
+            outputs=[io.Sigmas.Output(tooltip="steps + 1 noise levels, for SamplerCustom's sigmas input.")])
+
+    @classmethod
+    def execute(cls, model, steps: int) -> io.NodeOutput:
+        sampling = model.get_model_object("model_sampling")
+        table = getattr(sampling, "sigmas", None)
+        if not isinstance(table, torch.Tensor) or table.ndim != 1 or table.numel() < 2:
+            raise ValueError("PSA PLMS Schedule: this model has no per-timestep noise table (model_sampling.sigmas); "
+                             "connect an SD1.5-family (discrete-timestep) model")
+        return io.NodeOutput(plms_sigmas(table.float().cpu(), steps))
+
+
+NODES = [PSAPLMSSampler, PSAPLMSSchedule]

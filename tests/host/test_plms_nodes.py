@@ -1,0 +1,82 @@
+"""PSA PLMS Sampler + PSA PLMS Schedule in ComfyUI's SamplerCustom, behind PSA Apply Profile, on the
+tiny SD1.5 fixture: the UNet calls replay PNDM (skip_prk_steps) step by step
+(``tests/support/pndm_reference.py``, written in DDPM alpha-space)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import devkit.pack_loader
+from devkit.pack_loader import load_pack
+from devkit.random_adapters import random_adapter, random_embeddings
+from psa_model.adapter.layer_map import architecture, match_sites
+from psa_model.adapter.modules import adapter_config_for_model
+from psa_model.adapter.patch import attach_adapter
+from psa_model.profiles.profile import ProfileLabel, PSAProfile
+from support.pndm_reference import pndm_skip_prk
+
+
+@pytest.fixture(scope="module")
+def pack(comfy_host):
+    load_pack()
+    return devkit.pack_loader
+
+
+@pytest.fixture(scope="module")
+def personal_model(pack, sd15_checkpoint):
+    base = sd15_checkpoint[0]
+    sites = match_sites(architecture("sd15"), base.get_model_object("diffusion_model"))
+    adapter = random_adapter(adapter_config_for_model("sd15", sites, embed_dim=32), seed=2, kv_std=0.05)
+    profile = PSAProfile(random_embeddings(1, 32), (ProfileLabel("test"),))
+    return pack.node_class("PSAApplyProfile").execute(attach_adapter(base, adapter), profile, 1.0)[0]
+
+
+@pytest.mark.parametrize("steps", [3])
+def test_samplercustom_with_plms_nodes_replays_pndm(pack, personal_model, steps):
+    from comfy_extras.nodes_custom_sampler import SamplerCustom
+
+    calls = []
+
+    def record(apply_model, args):
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+        k = args["cond_or_uncond"].index(0)  # the prompt's half of the batch (cfg 1 makes it the result)
+        x, sigma, x0 = (v.chunk(len(args["cond_or_uncond"]))[k].double() for v in (args["input"], args["timestep"], out))
+        calls.append((x, sigma.item(), x0))
+        return out
+
+    model = personal_model.clone()
+    model.set_model_unet_function_wrapper(record)
+    sampling = model.get_model_object("model_sampling")
+    sigmas = pack.node_class("PSAPLMSSchedule").execute(model, steps)[0]
+    sampler = pack.node_class("PSAPLMSSampler").execute()[0]
+    gen = torch.Generator().manual_seed(1)
+    cond = [[torch.randn(1, 77, 768, generator=gen), {}]]
+    uncond = [[torch.randn(1, 77, 768, generator=gen), {}]]
+    out = SamplerCustom.execute(model, True, 5, 1.0, cond, uncond, sampler, sigmas, {"samples": torch.zeros(1, 4, 8, 8)})
+
+    timesteps = [round(float(sampling.timestep(torch.tensor(s)))) for _, s, _ in calls]
+    table = sampling.sigmas.double()
+    alphas_cumprod = 1 / (1 + table ** 2)
+    replay = iter(calls)
+
+    def eps(x_ddpm, t):  # the recorded UNet call, checked to be the one PNDM makes next
+        x, sigma, x0 = next(replay)
+        assert sigma == pytest.approx(table[t].item(), rel=1e-6)
+        torch.testing.assert_close(x_ddpm, x / (1 + sigma ** 2) ** 0.5, rtol=1e-4, atol=1e-4)
+        return (x - x0) / sigma
+
+    start = calls[0][0] / (1 + calls[0][1] ** 2) ** 0.5
+    expected, step_timesteps, run = pndm_skip_prk(start, steps, alphas_cumprod, eps)
+    assert timesteps == run == [667, 334, 334, 1]
+    final = model.model.process_latent_in(out[0]["samples"]).double() / (1 + table[0] ** 2) ** 0.5
+    torch.testing.assert_close(final, expected, rtol=1e-4, atol=1e-4)
+    assert sigmas[-1].item() == pytest.approx(table[0].item())
+
+
+def test_schedule_refuses_a_model_without_a_noise_table(pack):
+    class NoTable:
+        def get_model_object(self, name):
+            return object()
+
+    with pytest.raises(ValueError, match="no per-timestep noise table"):
+        pack.node_class("PSAPLMSSchedule").execute(NoTable(), 10)
