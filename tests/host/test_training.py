@@ -188,8 +188,8 @@ def test_cli_help_documents_every_option():
 def test_training_outputs_load_in_the_node_path(base, data, fixture_paths, tmp_path):
     """A short run writes the native adapter (with training metadata), the reference export,
     the resolved config and the plot; the adapter loads and attaches to the model."""
-    cfg = small_config(data, tmp_path, fixture_paths["sd15_tiny.safetensors"], max_steps=30, batch_size=4,
-                       lr=1e-2, validate_every=15, checkpoint_every=15, export_reference_bin=True,
+    cfg = small_config(data, tmp_path, fixture_paths["sd15_tiny.safetensors"], max_steps=4, batch_size=4,
+                       lr=1e-2, validate_every=2, checkpoint_every=2, export_reference_bin=True,
                        random_flip=False)
     tr = trainer_for(cfg, base)
     path = tr.train()
@@ -197,7 +197,7 @@ def test_training_outputs_load_in_the_node_path(base, data, fixture_paths, tmp_p
     assert val["pairs"] == 2 * 4
     adapter = load_adapter(path)
     meta = json.loads(read_adapter_tensors(path)[1]["training"])
-    assert meta["steps"] == 30 and meta["beta"] == 5000.0 and meta["arch"] == "sd15" and meta["data_fingerprint"]
+    assert meta["steps"] == 4 and meta["beta"] == 5000.0 and meta["arch"] == "sd15" and meta["data_fingerprint"]
     assert "boundary_data" not in meta   # plain Sage-style data: not trained to follow stated categories
     attach_adapter(base.model, adapter)
     ref = load_adapter(tmp_path / "psa_adapter.bin")
@@ -234,7 +234,7 @@ def test_learns_user_conditioned_preferences(comfy_host, fixture_paths, tmp_path
     held-out implicit accuracy ≥ 0.85 with the users' embeddings and ≤ 0.65 with them zeroed."""
     from scripts.proof_learning import run_proof
 
-    results = run_proof(tmp_path, dpo_steps=25, denoise_steps=80, fixture=fixture_paths["sd15_tiny.safetensors"])
+    results = run_proof(tmp_path, dpo_steps=25, denoise_steps=30, fixture=fixture_paths["sd15_tiny.safetensors"])
     assert results["real_embeddings"]["pairs"] == results["zero_embeddings"]["pairs"] == 32
     assert results["real_embeddings"]["accuracy"] >= 0.85, results
     assert results["zero_embeddings"]["accuracy"] <= 0.65, results

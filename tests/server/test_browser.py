@@ -85,7 +85,7 @@ def page(comfy_server, tmp_path_factory):
 
 def _fixture_ui(comfy_server, name: str) -> dict:
     checkpoint, adapter = FIXTURE_NAMES.get(name, DEFAULT_NAMES)
-    api = substitute(json.loads(WORKFLOWS[name][1].read_text()), checkpoint, adapter, PROFILES, 64, steps=3)
+    api = substitute(json.loads(WORKFLOWS[name][1].read_text()), checkpoint, adapter, PROFILES, 64, steps=1)
     return api_to_ui(api, comfy_server.get_json("/object_info"))
 
 
