@@ -28,21 +28,38 @@ def test_the_workflows_are_shipped():
             "psa_sd15_reference", "psa_sdxl_reference"} <= set(WORKFLOWS)
 
 
-@pytest.mark.parametrize("name, sampler", [("psa_sd15_reference", "ipndm"), ("psa_sdxl_reference", "euler")])
-def test_reference_workflows_sample_with_the_reference_settings(name, sampler):
+PLMS_ROUTE = {"PSAApplyProfile", "SamplerCustom", "PSAPLMSSampler", "PSAPLMSSchedule"}
+
+
+@pytest.mark.parametrize("name", ["psa_sd15_reference", "psa_sdxl_reference"])
+def test_reference_workflows_sample_with_the_reference_settings(name):
     """docs/reference-parity.md, "Sampling": guidance 7.5, 50 steps, seed 2025, the reference's
-    negative prompt; the sampler/scheduler closest to diffusers' PNDM (SD1.5) / Euler discrete (SDXL)."""
+    negative prompt; PLMS on its own schedule (SD1.5) / euler on ddim_uniform (SDXL)."""
     api = json.loads(WORKFLOWS[name][1].read_text())
-    sampler_inputs = next(n["inputs"] for n in api.values() if n["class_type"] == "PSAKSampler")
-    assert (sampler_inputs["cfg"], sampler_inputs["steps"], sampler_inputs["seed"], sampler_inputs["psa_scale"],
-            sampler_inputs["sampler_name"], sampler_inputs["scheduler"]) == (7.5, 50, 2025, 1.0, sampler, "ddim_uniform")
+    by_type = {n["class_type"]: n["inputs"] for n in api.values()}
+    if name == "psa_sd15_reference":  # PSA Apply Profile → SamplerCustom with the PLMS sampler and schedule
+        sampler_inputs, apply = by_type["SamplerCustom"], by_type["PSAApplyProfile"]
+        assert (sampler_inputs["cfg"], sampler_inputs["noise_seed"], sampler_inputs["add_noise"]) == (7.5, 2025, True)
+        assert (apply["psa_scale"], apply["start_percent"], apply["end_percent"]) == (1.0, 0.0, 1.0)
+        assert api[sampler_inputs["model"][0]]["class_type"] == "PSAApplyProfile"
+        assert api[sampler_inputs["sampler"][0]]["class_type"] == "PSAPLMSSampler"
+        schedule = api[sampler_inputs["sigmas"][0]]
+        assert schedule["class_type"] == "PSAPLMSSchedule" and schedule["inputs"]["steps"] == 50
+        assert api[schedule["inputs"]["model"][0]]["class_type"] == "PSAApplyProfile"
+        route, replaced = PLMS_ROUTE, {"PSAKSampler"}
+    else:
+        sampler_inputs = by_type["PSAKSampler"]
+        assert (sampler_inputs["cfg"], sampler_inputs["steps"], sampler_inputs["seed"], sampler_inputs["psa_scale"],
+                sampler_inputs["sampler_name"], sampler_inputs["scheduler"]) == (7.5, 50, 2025, 1.0, "euler",
+                                                                                 "ddim_uniform")
+        route, replaced = set(), set()
     negative = api[str(sampler_inputs["negative"][0])]["inputs"]["text"]
     assert negative == REFERENCE_NEGATIVE
     basic = json.loads(WORKFLOWS[name.replace("reference", "basic")][1].read_text())
     profile_nodes = {"PSALoadProfile", "PSAProfilePreset"}
     assert {n["class_type"] for n in api.values()} == \
-        ({n["class_type"] for n in basic.values()} - {"CLIPTextEncode"} - profile_nodes) | \
-        {"PSATextEncodeLiteral", "PSAProfilePreset"}
+        ({n["class_type"] for n in basic.values()} - {"CLIPTextEncode"} - profile_nodes - replaced) | \
+        {"PSATextEncodeLiteral", "PSAProfilePreset"} | route
     # prompts read literally and cut at 77 tokens, as the reference's pipelines read them
     assert [n["inputs"]["mode"] for n in api.values() if n["class_type"] == "PSATextEncodeLiteral"] == ["truncate"] * 2
     # a published Sage user, as in the paper's levels (docs/reference-parity.md, "Sampling")
