@@ -16,6 +16,18 @@ from psa_model.sampling.plms import plms_sigmas, sample_plms
 from .adapter_nodes import CATEGORY
 
 
+SCALINGS = ("comfyui", "diffusers")
+
+
+def _sample_plms_diffusers_scaling(model, x, sigmas, **kwargs):
+    """PLMS with diffusers' start and end scaling; refuses anything but pure noise (an empty latent)."""
+    latent = getattr(model, "latent_image", None)  # ComfyUI's sampler wrapper holds the input latent
+    if not isinstance(latent, torch.Tensor) or bool(torch.any(latent != 0)):
+        raise ValueError("PSA PLMS Sampler: scaling 'diffusers' needs an empty latent (text to image, e.g. from "
+                         "Empty Latent Image); use scaling 'comfyui' for image-to-image or inpainting")
+    return sample_plms(model, x, sigmas, diffusers_scaling=True, **kwargs)
+
+
 class PSAPLMSSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -24,11 +36,20 @@ class PSAPLMSSampler(io.ComfyNode):
             description="Pseudo linear multistep (PLMS), diffusers' default SD1.5 scheduler and so the PSA "
                         "reference's: a second-order first step (one extra model call), then Adams–Bashforth "
                         "steps of order 2, 3 and 4. Use with PSA PLMS Schedule in SamplerCustom.",
-            inputs=[],
+            inputs=[
+                io.Combo.Input("scaling", options=list(SCALINGS), default="comfyui",
+                               tooltip="comfyui: ComfyUI's start (σ·noise) and result. diffusers: start from "
+                                       "√(σ²+1)·noise and return the latent scaled as diffusers decodes it, as the "
+                                       "reference does; needs an empty latent (text to image)."),
+            ],
             outputs=[io.Sampler.Output(tooltip="For SamplerCustom / SamplerCustomAdvanced.")])
 
     @classmethod
-    def execute(cls) -> io.NodeOutput:
+    def execute(cls, scaling: str = "comfyui") -> io.NodeOutput:
+        if scaling not in SCALINGS:
+            raise ValueError(f"PSA PLMS Sampler: scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
+        if scaling == "diffusers":
+            return io.NodeOutput(comfy.samplers.KSAMPLER(_sample_plms_diffusers_scaling))
         return io.NodeOutput(comfy.samplers.KSAMPLER(sample_plms))
 
 

@@ -62,13 +62,17 @@ def _combined(history: list[torch.Tensor]) -> torch.Tensor:
 @torch.no_grad()
 def sample_plms(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: torch.Tensor,
                 extra_args: dict | None = None, callback: Callable[[dict], None] | None = None,
-                disable: bool | None = None) -> torch.Tensor:
+                disable: bool | None = None, diffusers_scaling: bool = False) -> torch.Tensor:
     """PLMS (module docstring) with k-diffusion's sampler signature: ``model(x, σ)`` returns the denoised x0.
 
     ``len(sigmas) − 1`` steps and ``len(sigmas)`` model evaluations (one extra on the first step,
-    none when there is a single step).
+    none when there is a single step). ``diffusers_scaling`` takes ``x = σ0 · noise`` (pure noise,
+    an empty latent) to diffusers' start ``√(σ0² + 1) · noise`` and returns the last latent as
+    diffusers decodes it, ``x / √(σ_end² + 1)`` (docs/reference-parity.md, "Sampling").
     """
     extra_args = {} if extra_args is None else extra_args
+    if diffusers_scaling:
+        x = x * ((sigmas[0] ** 2 + 1) ** 0.5 / sigmas[0])
     s_in = x.new_ones([x.shape[0]])
     history: list[torch.Tensor] = []
 
@@ -88,4 +92,4 @@ def sample_plms(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: tor
         else:
             step = _combined(history)
         x = x + (sigma_next - sigma) * step
-    return x
+    return x / (sigmas[-1] ** 2 + 1) ** 0.5 if diffusers_scaling else x

@@ -19,8 +19,9 @@ def _toy_eps(x: torch.Tensor, t: int) -> torch.Tensor:
     return x @ a.T * (1.0 + t / T) + b * torch.cos(torch.tensor(t / 300.0, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("steps", [50, 7, 2, 1])
-def test_plms_matches_pndm_skip_prk(steps):
+@pytest.mark.parametrize("steps, diffusers_scaling", [(50, False), (7, False), (2, False), (1, False), (50, True),
+                                                      (7, True)])
+def test_plms_matches_pndm_skip_prk(steps, diffusers_scaling):
     ac = scaled_linear_alphas_cumprod()
     table = ((1 - ac) / ac) ** 0.5
     noise = torch.randn(3, 4, generator=torch.Generator().manual_seed(steps), dtype=torch.float64)
@@ -37,9 +38,10 @@ def test_plms_matches_pndm_skip_prk(steps):
         calls.append(t)
         return x - s * _toy_eps(x / (1 + s ** 2) ** 0.5, t)
 
-    x = noise * (1 + sigmas[0] ** 2) ** 0.5  # diffusers' x_T = noise is this in σ-space
-    out = sample_plms(model, x, sigmas)
-    got = out / (1 + sigmas[-1] ** 2) ** 0.5  # back to the DDPM latent at ā_0
+    if diffusers_scaling:  # ComfyUI's start for an empty latent below σ_max; the DDPM latent comes out
+        got = sample_plms(model, noise * sigmas[0], sigmas, diffusers_scaling=True)
+    else:  # diffusers' x_T = noise is √(σ² + 1)·noise in σ-space; σ-space out, back to the DDPM latent at ā_0
+        got = sample_plms(model, noise * (1 + sigmas[0] ** 2) ** 0.5, sigmas) / (1 + sigmas[-1] ** 2) ** 0.5
     assert calls == ref_calls and len(calls) == steps + (steps > 1)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 

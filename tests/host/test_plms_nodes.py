@@ -31,8 +31,9 @@ def personal_model(pack, sd15_checkpoint):
     return pack.node_class("PSAApplyProfile").execute(attach_adapter(base, adapter), profile, 1.0)[0]
 
 
-@pytest.mark.parametrize("steps", [3])
-def test_samplercustom_with_plms_nodes_replays_pndm(pack, personal_model, steps):
+@pytest.mark.parametrize("steps, scaling", [(3, "comfyui"), (3, "diffusers")])
+def test_samplercustom_with_plms_nodes_replays_pndm(pack, personal_model, steps, scaling):
+    import comfy.sample
     from comfy_extras.nodes_custom_sampler import SamplerCustom
 
     calls = []
@@ -48,11 +49,12 @@ def test_samplercustom_with_plms_nodes_replays_pndm(pack, personal_model, steps)
     model.set_model_unet_function_wrapper(record)
     sampling = model.get_model_object("model_sampling")
     sigmas = pack.node_class("PSAPLMSSchedule").execute(model, steps)[0]
-    sampler = pack.node_class("PSAPLMSSampler").execute()[0]
+    sampler = pack.node_class("PSAPLMSSampler").execute(scaling)[0]
     gen = torch.Generator().manual_seed(1)
     cond = [[torch.randn(1, 77, 768, generator=gen), {}]]
     uncond = [[torch.randn(1, 77, 768, generator=gen), {}]]
-    out = SamplerCustom.execute(model, True, 5, 1.0, cond, uncond, sampler, sigmas, {"samples": torch.zeros(1, 4, 8, 8)})
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    out = SamplerCustom.execute(model, True, 5, 1.0, cond, uncond, sampler, sigmas, latent)
 
     timesteps = [round(float(sampling.timestep(torch.tensor(s)))) for _, s, _ in calls]
     table = sampling.sigmas.double()
@@ -66,9 +68,16 @@ def test_samplercustom_with_plms_nodes_replays_pndm(pack, personal_model, steps)
         return (x - x0) / sigma
 
     start = calls[0][0] / (1 + calls[0][1] ** 2) ** 0.5
+    noise = comfy.sample.prepare_noise(latent["samples"], 5).double()
+    if scaling == "diffusers":  # diffusers' x_T is the unit noise itself
+        torch.testing.assert_close(start, noise, rtol=1e-5, atol=1e-5)
+    else:  # ComfyUI starts from σ0·noise below the model's largest σ
+        torch.testing.assert_close(calls[0][0], noise * calls[0][1], rtol=1e-5, atol=1e-5)
     expected, step_timesteps, run = pndm_skip_prk(start, steps, alphas_cumprod, eps)
     assert timesteps == run == [667, 334, 334, 1]
-    final = model.model.process_latent_in(out[0]["samples"]).double() / (1 + table[0] ** 2) ** 0.5
+    final = model.model.process_latent_in(out[0]["samples"]).double()
+    if scaling == "comfyui":  # σ-space result; diffusers' latent is the same divided by √(σ_end² + 1)
+        final = final / (1 + table[0] ** 2) ** 0.5
     torch.testing.assert_close(final, expected, rtol=1e-4, atol=1e-4)
     assert sigmas[-1].item() == pytest.approx(table[0].item())
 
@@ -80,3 +89,14 @@ def test_schedule_refuses_a_model_without_a_noise_table(pack):
 
     with pytest.raises(ValueError, match="no per-timestep noise table"):
         pack.node_class("PSAPLMSSchedule").execute(NoTable(), 10)
+
+
+def test_diffusers_scaling_refuses_a_latent_that_is_not_empty(pack, personal_model):
+    from comfy_extras.nodes_custom_sampler import SamplerCustom
+
+    sigmas = pack.node_class("PSAPLMSSchedule").execute(personal_model, 2)[0]
+    sampler = pack.node_class("PSAPLMSSampler").execute("diffusers")[0]
+    cond = [[torch.zeros(1, 77, 768), {}]]
+    with pytest.raises(ValueError, match="empty latent"):
+        SamplerCustom.execute(personal_model, True, 5, 1.0, cond, cond, sampler, sigmas,
+                              {"samples": torch.ones(1, 4, 8, 8)})

@@ -42,7 +42,7 @@ def test_reference_workflows_sample_with_the_reference_settings(name):
         assert (sampler_inputs["cfg"], sampler_inputs["noise_seed"], sampler_inputs["add_noise"]) == (7.5, 2025, True)
         assert (apply["psa_scale"], apply["start_percent"], apply["end_percent"]) == (1.0, 0.0, 1.0)
         assert api[sampler_inputs["model"][0]]["class_type"] == "PSAApplyProfile"
-        assert api[sampler_inputs["sampler"][0]]["class_type"] == "PSAPLMSSampler"
+        assert api[sampler_inputs["sampler"][0]] == {"class_type": "PSAPLMSSampler", "inputs": {"scaling": "diffusers"}}
         schedule = api[sampler_inputs["sigmas"][0]]
         assert schedule["class_type"] == "PSAPLMSSchedule" and schedule["inputs"]["steps"] == 50
         assert api[schedule["inputs"]["model"][0]]["class_type"] == "PSAApplyProfile"
