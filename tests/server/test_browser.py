@@ -97,6 +97,18 @@ def _dismiss_dialogs(page) -> None:
         page.wait_for_timeout(300)
 
 
+# Every visible PrimeVue dialog (a first-run frontend opens its template browser over the canvas).
+VISIBLE_DIALOGS_JS = "() => [...document.querySelectorAll('.p-dialog')].filter(d => d.offsetParent !== null).length"
+
+
+def _close_all_dialogs(page) -> None:
+    for _ in range(3):
+        if not page.evaluate(VISIBLE_DIALOGS_JS):
+            return
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
+
+
 def test_missing_node_dialog_is_detected(page):
     """Control for the check below: an unknown node type does raise the dialog we look for."""
     bogus = {"last_node_id": 1, "last_link_id": 0, "links": [], "groups": [], "config": {}, "extra": {},
@@ -210,6 +222,8 @@ def test_workflow_in_the_browser(name, page, comfy_server):
               if kind in ("error", "pageerror") and ("psa" in text.lower() or any(t in text for t in psa_types))]
     assert errors == [], errors
 
+    _close_all_dialogs(page)  # the screenshot (and the committed thumbnail) must show the graph
+    assert page.evaluate(VISIBLE_DIALOGS_JS) == 0, "a dialog still covers the canvas"
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(shot))
