@@ -15,7 +15,7 @@ from . import folders
 
 # Each module exports NODES = [node classes], in menu order.
 _MODULES = ("adapter_nodes", "profile_nodes", "sampler_nodes", "image_nodes", "profile_encode_nodes", "save_nodes",
-            "text_nodes", "plms_nodes")
+            "text_nodes", "reference_sampler_nodes")
 
 NODE_LIST: list[type[io.ComfyNode]] = [cls for name in _MODULES
                                        for cls in importlib.import_module(f".{name}", __name__).NODES]

@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 import torch
 
+from .diffusers_scaling import diffusers_result, diffusers_start
+
 _AB = {  # Adams–Bashforth weights for 1…4 stored predictions, newest first
     1: (1.0,),
     2: (3 / 2, -1 / 2),
@@ -72,7 +74,7 @@ def sample_plms(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: tor
     """
     extra_args = {} if extra_args is None else extra_args
     if diffusers_scaling:
-        x = x * ((sigmas[0] ** 2 + 1) ** 0.5 / sigmas[0])
+        x = diffusers_start(x, sigmas[0])
     s_in = x.new_ones([x.shape[0]])
     history: list[torch.Tensor] = []
 
@@ -92,4 +94,4 @@ def sample_plms(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: tor
         else:
             step = _combined(history)
         x = x + (sigma_next - sigma) * step
-    return x / (sigmas[-1] ** 2 + 1) ** 0.5 if diffusers_scaling else x
+    return diffusers_result(x, sigmas[-1]) if diffusers_scaling else x

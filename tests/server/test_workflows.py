@@ -28,37 +28,38 @@ def test_the_workflows_are_shipped():
             "psa_sd15_reference", "psa_sdxl_reference"} <= set(WORKFLOWS)
 
 
-PLMS_ROUTE = {"PSAApplyProfile", "SamplerCustom", "PSAPLMSSampler", "PSAPLMSSchedule"}
+REFERENCE_ROUTES = {  # PSA Apply Profile → SamplerCustom with the reference's sampler and schedule
+    "psa_sd15_reference": ({"class_type": "PSAPLMSSampler", "inputs": {"scaling": "diffusers"}},
+                           "PSAPLMSSchedule", {"steps": 50}),
+    "psa_sdxl_reference": ({"class_type": "PSAEulerSampler", "inputs": {"scaling": "diffusers"}},
+                           "BasicScheduler", {"scheduler": "ddim_uniform", "steps": 50, "denoise": 1.0}),
+}
 
 
 @pytest.mark.parametrize("name", ["psa_sd15_reference", "psa_sdxl_reference"])
 def test_reference_workflows_sample_with_the_reference_settings(name):
     """docs/reference-parity.md, "Sampling": guidance 7.5, 50 steps, seed 2025, the reference's
-    negative prompt; PLMS on its own schedule (SD1.5) / euler on ddim_uniform (SDXL)."""
+    negative prompt; PLMS on its own schedule (SD1.5) / Euler on ddim_uniform (SDXL), both from
+    diffusers' start scale."""
     api = json.loads(WORKFLOWS[name][1].read_text())
     by_type = {n["class_type"]: n["inputs"] for n in api.values()}
-    if name == "psa_sd15_reference":  # PSA Apply Profile → SamplerCustom with the PLMS sampler and schedule
-        sampler_inputs, apply = by_type["SamplerCustom"], by_type["PSAApplyProfile"]
-        assert (sampler_inputs["cfg"], sampler_inputs["noise_seed"], sampler_inputs["add_noise"]) == (7.5, 2025, True)
-        assert (apply["psa_scale"], apply["start_percent"], apply["end_percent"]) == (1.0, 0.0, 1.0)
-        assert api[sampler_inputs["model"][0]]["class_type"] == "PSAApplyProfile"
-        assert api[sampler_inputs["sampler"][0]] == {"class_type": "PSAPLMSSampler", "inputs": {"scaling": "diffusers"}}
-        schedule = api[sampler_inputs["sigmas"][0]]
-        assert schedule["class_type"] == "PSAPLMSSchedule" and schedule["inputs"]["steps"] == 50
-        assert api[schedule["inputs"]["model"][0]]["class_type"] == "PSAApplyProfile"
-        route, replaced = PLMS_ROUTE, {"PSAKSampler"}
-    else:
-        sampler_inputs = by_type["PSAKSampler"]
-        assert (sampler_inputs["cfg"], sampler_inputs["steps"], sampler_inputs["seed"], sampler_inputs["psa_scale"],
-                sampler_inputs["sampler_name"], sampler_inputs["scheduler"]) == (7.5, 50, 2025, 1.0, "euler",
-                                                                                 "ddim_uniform")
-        route, replaced = set(), set()
+    sampler_inputs, apply = by_type["SamplerCustom"], by_type["PSAApplyProfile"]
+    assert (sampler_inputs["cfg"], sampler_inputs["noise_seed"], sampler_inputs["add_noise"]) == (7.5, 2025, True)
+    assert (apply["psa_scale"], apply["start_percent"], apply["end_percent"]) == (1.0, 0.0, 1.0)
+    assert api[sampler_inputs["model"][0]]["class_type"] == "PSAApplyProfile"
+    sampler, schedule_type, schedule_settings = REFERENCE_ROUTES[name]
+    assert api[sampler_inputs["sampler"][0]] == sampler
+    schedule = api[sampler_inputs["sigmas"][0]]
+    assert schedule["class_type"] == schedule_type
+    assert {k: schedule["inputs"][k] for k in schedule_settings} == schedule_settings
+    assert api[schedule["inputs"]["model"][0]]["class_type"] == "PSAApplyProfile"
+    route = {"PSAApplyProfile", "SamplerCustom", sampler["class_type"], schedule_type}
     negative = api[str(sampler_inputs["negative"][0])]["inputs"]["text"]
     assert negative == REFERENCE_NEGATIVE
     basic = json.loads(WORKFLOWS[name.replace("reference", "basic")][1].read_text())
     profile_nodes = {"PSALoadProfile", "PSAProfilePreset"}
     assert {n["class_type"] for n in api.values()} == \
-        ({n["class_type"] for n in basic.values()} - {"CLIPTextEncode"} - profile_nodes - replaced) | \
+        ({n["class_type"] for n in basic.values()} - {"CLIPTextEncode", "PSAKSampler"} - profile_nodes) | \
         {"PSATextEncodeLiteral", "PSAProfilePreset"} | route
     # prompts read literally and cut at 77 tokens, as the reference's pipelines read them
     assert [n["inputs"]["mode"] for n in api.values() if n["class_type"] == "PSATextEncodeLiteral"] == ["truncate"] * 2
