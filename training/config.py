@@ -90,6 +90,9 @@ class TrainConfig:
                                         "(pack: the same UNet and --precision as the policy) or bf16 (the reference: "
                                         "a bf16 copy of the UNet, bf16 latents, noise and conditioning, errors in "
                                         "bf16)", choices=["policy", "bf16"])
+    vae_precision: str = _opt("auto", "dtype the VAE encodes training images in: auto (ComfyUI's choice: fp32 on "
+                                      "CPU, bf16 on GPUs that support it) or bf16 (the reference's bf16 runs encode "
+                                      "with a bf16 VAE)", choices=["auto", "bf16"])
     gradient_checkpointing: bool = _opt(False, "recompute the UNet forward in backward to save memory")
     user_tokens: int = _opt(1, "user tokens T (1 in every released model; T > 1 trains joint attention over "
                                 "all tokens, see docs/user-tokens.md)")
@@ -126,7 +129,8 @@ class TrainConfig:
         if not self.standardize_projection:
             del d["standardize_ridge"]   # unused then; and runs from before the option still resume
         for name, neutral in (("loss_divisor", 0), ("ref_precision", "policy"), ("crop_rounding", "pack"),
-                              ("epoch_end_step", False), ("embedding_dtype", "fp32")):
+                              ("epoch_end_step", False), ("embedding_dtype", "fp32"),
+                              ("vae_precision", "auto")):
             if d[name] == neutral:   # runs from before these options still resume
                 del d[name]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

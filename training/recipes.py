@@ -32,6 +32,7 @@ _REFERENCE_COMMON = {
     "ref_precision": "bf16",  # the frozen reference UNet in bf16 with bf16 inputs and errors
     "projection_dtype": "bf16",  # the user projection is cast to bf16 and updated there
     "embedding_dtype": "fp16",  # the data set hands out fp16 embeddings (then cast to the projection's bf16)
+    "vae_precision": "bf16",  # the VAE is cast to the run's bf16 before it encodes the images
     "latent_sampling": "sample",  # a fresh posterior sample at every step
     "random_flip": True,
     "independent_flips": True,  # chosen and rejected images flipped independently

@@ -108,7 +108,7 @@ class Trainer:
         vae_identity = f"{ckpt.name}|{ckpt.stat().st_size}|{ckpt.stat().st_mtime_ns}" if ckpt.is_file() else ckpt.name
         self.latents = LatentSource(self.base.vae, self.patched, self.resolution, cfg.latent_cache or None,
                                     vae_identity, cfg.resize_filter, cfg.latent_memory_mb * 2**20,
-                                    cfg.crop_rounding)
+                                    cfg.crop_rounding, cfg.vae_precision)
         self.optimizer = make_optimizer(cfg, self.adapter.parameters())
         self.scheduler = constant_with_warmup(self.optimizer, cfg.warmup_steps)
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -132,7 +132,7 @@ class Trainer:
                 "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum,
                 "loss_divisor": self.cfg.effective_loss_divisor(), "epoch_end_step": self.cfg.epoch_end_step,
                 "embedding_dtype": self.cfg.embedding_dtype,
-                "ref_precision": self.cfg.ref_precision,
+                "ref_precision": self.cfg.ref_precision, "vae_precision": self.cfg.vae_precision,
                 "resolution": self.resolution, "recipe": self.cfg.recipe, "data_fingerprint": self.data_fp,
                 "base_checkpoint": Path(self.cfg.checkpoint).name, "run_fingerprint": self.fingerprint,
                 **({METADATA_KEY: self.boundary_data} if self.boundary_data else {})}

@@ -13,7 +13,7 @@ import re
 from conftest import REPO_ROOT
 
 DOC = REPO_ROOT / "docs" / "reference-parity.md"
-FOREIGN_FLAGS = {"--nproc_per_node": "torchrun", "--bf16-vae": "ComfyUI"}
+FOREIGN_FLAGS = {"--nproc_per_node": "torchrun"}
 NOT_PARITY = {"arch", "gradient_checkpointing"}  # which model a recipe is for; memory only, same numbers
 STATUSES = ("same", "differs", "reference defect", "described")
 
@@ -61,6 +61,3 @@ def test_parity_table_names_real_options_and_node_inputs(comfy_host):
             assert row[4] not in ("", "—") and ("--" in row[4] or "`" in row[4] or "not reproduced" in row[4]
                                                  or "workflows" in row[4]), row
 
-
-def test_foreign_flags_exist_where_the_table_says(comfy_host):
-    assert "--bf16-vae" in (comfy_host / "comfy" / "cli_args.py").read_text()

@@ -123,6 +123,33 @@ def _resolve(root, *extra):
                            "--embeddings", str(root / "e"), "--output-dir", str(root / "o"), *extra])
 
 
+def test_bf16_vae_precision_encodes_as_comfyuis_own_bf16_vae(base, data, fixture_paths, tmp_path):
+    """--vae-precision bf16 = the reference's VAE cast to bf16: checked against a VAE that ComfyUI
+    itself builds in bf16 from the checkpoint's weights; the loaded VAE keeps its dtype."""
+    import comfy.sd
+    import comfy.utils
+    from training.data import load_image
+    from training.latents import LatentSource
+
+    images = sorted(data["train"].glob("*.png"))[:2]
+    pixels = torch.stack([load_image(p, 64) for p in images])
+    weights = comfy.utils.load_torch_file(str(fixture_paths["sd15_tiny.safetensors"]))
+    prefix = "first_stage_model."
+    comfy_bf16 = comfy.sd.VAE(sd={k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)},
+                              dtype=torch.bfloat16)
+    expected = base.model.model.process_latent_in(comfy_bf16.encode(pixels).float())
+    dtype_before = base.vae.vae_dtype
+
+    bf16 = LatentSource(base.vae, base.model, 64, tmp_path / "cache", vae_identity="tiny", vae_precision="bf16")
+    mean, std = bf16.get_moments(images, [False, False])
+    torch.testing.assert_close(mean, expected, rtol=0, atol=1e-6)
+    assert (std > 0).all()
+    fp32_mean, _ = LatentSource(base.vae, base.model, 64, tmp_path / "cache", vae_identity="tiny").get_moments(
+        images, [False, False])
+    assert (mean - fp32_mean).abs().max().item() > 1e-4  # bf16 rounding shows: the cache kept them apart
+    assert base.vae.vae_dtype == dtype_before == next(base.vae.first_stage_model.parameters()).dtype
+
+
 def test_reference_recipes_set_the_reference_values_and_explicit_options_win(tmp_path):
     sd15 = _resolve(tmp_path, "--recipe", "reference-sd15")
     expected = dict(resolution=512, batch_size=6, grad_accum=4, loss_divisor=8, ref_precision="bf16", max_steps=5000,
@@ -130,7 +157,7 @@ def test_reference_recipes_set_the_reference_values_and_explicit_options_win(tmp
                     precision="bf16", projection_dtype="bf16", latent_sampling="sample", random_flip=True,
                     independent_flips=True, caption_dropout=0.2, caption_mode="truncate", resize_filter="bilinear",
                     crop_rounding="reference", min_timestep=0, max_timestep=1000, gradient_checkpointing=False,
-                    epoch_end_step=True, embedding_dtype="fp16")
+                    epoch_end_step=True, embedding_dtype="fp16", vae_precision="bf16")
     assert {k: getattr(sd15, k) for k in expected} == expected
     sdxl = _resolve(tmp_path, "--recipe", "reference-sdxl")
     expected.update(resolution=1024, batch_size=2, grad_accum=8, loss_divisor=16, optimizer="adafactor",
@@ -140,7 +167,8 @@ def test_reference_recipes_set_the_reference_values_and_explicit_options_win(tmp
     pack = _resolve(tmp_path)
     assert (pack.recipe, pack.projection_dtype, pack.latent_sampling, pack.independent_flips,
             pack.resolution, pack.effective_loss_divisor(), pack.ref_precision, pack.epoch_end_step,
-            pack.embedding_dtype) == ("pack", "fp32", "mean", False, 0, 1, "policy", False, "fp32")
+            pack.embedding_dtype, pack.vae_precision) == ("pack", "fp32", "mean", False, 0, 1, "policy", False, "fp32",
+                                                          "auto")
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"recipe": "reference-sdxl", "batch_size": 1, "lr": 1e-5}))
     mixed = _resolve(tmp_path, "--config", str(config), "--lr", "2e-5", "--no-independent-flips")
