@@ -41,45 +41,41 @@ def _with_diffusers_scaling(node: str, sample):
     return sample_from_empty_latent
 
 
-class PSAPLMSSampler(io.ComfyNode):
+class _ReferenceSampler(io.ComfyNode):
+    """A SAMPLER node over one of :mod:`psa_model.sampling`'s samplers, with the ``scaling`` input."""
+
+    NODE_ID = DISPLAY_NAME = DESCRIPTION = ""
+    SAMPLE = staticmethod(sample_euler)
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="PSAPLMSSampler", display_name="PSA PLMS Sampler", category=CATEGORY,
-            description="Pseudo linear multistep (PLMS), diffusers' default SD1.5 scheduler and so the PSA "
-                        "reference's: a second-order first step (one extra model call), then Adams–Bashforth "
-                        "steps of order 2, 3 and 4. Use with PSA PLMS Schedule in SamplerCustom.",
-            inputs=[
-                io.Combo.Input("scaling", options=list(SCALINGS), default="comfyui", tooltip=SCALING_TOOLTIP),
-            ],
-            outputs=[io.Sampler.Output(tooltip="For SamplerCustom / SamplerCustomAdvanced.")])
-
-    @classmethod
-    def execute(cls, scaling: str = "comfyui") -> io.NodeOutput:
-        _check_scaling("PSA PLMS Sampler", scaling)
-        if scaling == "diffusers":
-            return io.NodeOutput(comfy.samplers.KSAMPLER(_with_diffusers_scaling("PSA PLMS Sampler", sample_plms)))
-        return io.NodeOutput(comfy.samplers.KSAMPLER(sample_plms))
-
-
-class PSAEulerSampler(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="PSAEulerSampler", display_name="PSA Euler Sampler", category=CATEGORY,
-            description="Euler steps, as diffusers' Euler discrete scheduler (the SDXL default, so the PSA "
-                        "reference's SDXL sampler) takes them; with scaling 'diffusers' it also starts from "
-                        "diffusers' initial noise scale. Use with a ddim_uniform schedule (BasicScheduler) in "
-                        "SamplerCustom for the reference's timesteps.",
+            node_id=cls.NODE_ID, display_name=cls.DISPLAY_NAME, category=CATEGORY, description=cls.DESCRIPTION,
             inputs=[io.Combo.Input("scaling", options=list(SCALINGS), default="comfyui", tooltip=SCALING_TOOLTIP)],
             outputs=[io.Sampler.Output(tooltip="For SamplerCustom / SamplerCustomAdvanced.")])
 
     @classmethod
     def execute(cls, scaling: str = "comfyui") -> io.NodeOutput:
-        _check_scaling("PSA Euler Sampler", scaling)
-        if scaling == "diffusers":
-            return io.NodeOutput(comfy.samplers.KSAMPLER(_with_diffusers_scaling("PSA Euler Sampler", sample_euler)))
-        return io.NodeOutput(comfy.samplers.KSAMPLER(sample_euler))
+        _check_scaling(cls.DISPLAY_NAME, scaling)
+        sample = _with_diffusers_scaling(cls.DISPLAY_NAME, cls.SAMPLE) if scaling == "diffusers" else cls.SAMPLE
+        return io.NodeOutput(comfy.samplers.KSAMPLER(sample))
+
+
+class PSAPLMSSampler(_ReferenceSampler):
+    NODE_ID, DISPLAY_NAME = "PSAPLMSSampler", "PSA PLMS Sampler"
+    DESCRIPTION = ("Pseudo linear multistep (PLMS), diffusers' default SD1.5 scheduler and so the PSA reference's: "
+                   "a second-order first step (one extra model call), then Adams–Bashforth steps of order 2, 3 "
+                   "and 4. Use with PSA PLMS Schedule in SamplerCustom.")
+    SAMPLE = staticmethod(sample_plms)
+
+
+class PSAEulerSampler(_ReferenceSampler):
+    NODE_ID, DISPLAY_NAME = "PSAEulerSampler", "PSA Euler Sampler"
+    DESCRIPTION = ("Euler steps, as diffusers' Euler discrete scheduler (the SDXL default, so the PSA reference's "
+                   "SDXL sampler) takes them; with scaling 'diffusers' it also starts from diffusers' initial "
+                   "noise scale. Use with a ddim_uniform schedule (BasicScheduler) in SamplerCustom for the "
+                   "reference's timesteps.")
+    SAMPLE = staticmethod(sample_euler)
 
 
 class PSAPLMSSchedule(io.ComfyNode):

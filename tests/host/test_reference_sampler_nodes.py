@@ -44,6 +44,13 @@ def _recorder(calls: list):
     return record
 
 
+def _prompt_pair_and_empty_latent(seed: int) -> tuple[list, list, dict]:
+    gen = torch.Generator().manual_seed(seed)
+    cond = [[torch.randn(1, 77, 768, generator=gen), {}]]
+    uncond = [[torch.randn(1, 77, 768, generator=gen), {}]]
+    return cond, uncond, {"samples": torch.zeros(1, 4, 8, 8)}
+
+
 @pytest.mark.parametrize("steps, scaling", [(3, "comfyui"), (3, "diffusers")])
 def test_samplercustom_with_plms_nodes_replays_pndm(pack, personal_model, steps, scaling):
     import comfy.sample
@@ -56,10 +63,7 @@ def test_samplercustom_with_plms_nodes_replays_pndm(pack, personal_model, steps,
     sampling = model.get_model_object("model_sampling")
     sigmas = pack.node_class("PSAPLMSSchedule").execute(model, steps)[0]
     sampler = pack.node_class("PSAPLMSSampler").execute(scaling)[0]
-    gen = torch.Generator().manual_seed(1)
-    cond = [[torch.randn(1, 77, 768, generator=gen), {}]]
-    uncond = [[torch.randn(1, 77, 768, generator=gen), {}]]
-    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    cond, uncond, latent = _prompt_pair_and_empty_latent(seed=1)
     out = SamplerCustom.execute(model, True, 5, 1.0, cond, uncond, sampler, sigmas, latent)
 
     timesteps = [round(float(sampling.timestep(torch.tensor(s)))) for _, s, _ in calls]
@@ -99,10 +103,7 @@ def test_samplercustom_with_euler_node_on_ddim_uniform_replays_euler_discrete(pa
     sampling = model.get_model_object("model_sampling")
     sigmas = BasicScheduler.execute(model, "ddim_uniform", steps, 1.0)[0]
     sampler = pack.node_class("PSAEulerSampler").execute(scaling)[0]
-    gen = torch.Generator().manual_seed(3)
-    cond = [[torch.randn(1, 77, 768, generator=gen), {}]]
-    uncond = [[torch.randn(1, 77, 768, generator=gen), {}]]
-    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    cond, uncond, latent = _prompt_pair_and_empty_latent(seed=3)
     out = SamplerCustom.execute(model, True, 9, 1.0, cond, uncond, sampler, sigmas, latent)
 
     table = sampling.sigmas.double()

@@ -89,24 +89,24 @@ def _fixture_ui(comfy_server, name: str) -> dict:
     return api_to_ui(api, comfy_server.get_json("/object_info"))
 
 
-def _dismiss_dialogs(page) -> None:
-    for _ in range(3):
-        if not page.evaluate(MISSING_DIALOG_JS):
-            return
-        page.keyboard.press("Escape")
-        page.wait_for_timeout(300)
-
-
 # Every visible PrimeVue dialog (a first-run frontend opens its template browser over the canvas).
 VISIBLE_DIALOGS_JS = "() => [...document.querySelectorAll('.p-dialog')].filter(d => d.offsetParent !== null).length"
 
 
-def _close_all_dialogs(page) -> None:
+def _press_escape_while(page, dialogs_js: str) -> None:
     for _ in range(3):
-        if not page.evaluate(VISIBLE_DIALOGS_JS):
+        if not page.evaluate(dialogs_js):
             return
         page.keyboard.press("Escape")
         page.wait_for_timeout(300)
+
+
+def _dismiss_dialogs(page) -> None:
+    _press_escape_while(page, MISSING_DIALOG_JS)
+
+
+def _close_all_dialogs(page) -> None:
+    _press_escape_while(page, VISIBLE_DIALOGS_JS)
 
 
 def test_missing_node_dialog_is_detected(page):
