@@ -30,6 +30,10 @@ DEFAULT_ALLOWED_NODES = (
     "KSampler", "KSamplerAdvanced",
     "PSAModelPatcher", "PSALoadProfile", "PSAProfileBatch", "PSAApplyProfile", "PSAKSampler",
     "PSAImageGrid", "PSASaveImageRedacted",
+    # the reference-settings route (workflows/psa_*_reference): a sampler and schedule that take the
+    # model from PSA Apply Profile like any sampler, SAMPLER nodes without a model, literal prompts
+    "SamplerCustom", "BasicScheduler", "PSATextEncodeLiteral", "PSAPLMSSampler", "PSAPLMSSchedule",
+    "PSAEulerSampler",
 )
 
 

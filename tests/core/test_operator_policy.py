@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from conftest import REPO_ROOT
 from psa_model.operator.access import Ownership, route_key, user_may_call, view_allowed
 from psa_model.operator.config import ConfigError, load_config, parse_config
 from psa_model.operator.graph import PromptRefused, check_and_pin, problems_to_node_errors, signature_table
@@ -20,6 +21,9 @@ SIGNATURES = signature_table({
     "PSALoadProfile": ("PSA_PROFILE", "STRING"), "PSAProfileBatch": ("PSA_PROFILE", "STRING"),
     "PSASageUser": ("PSA_PROFILE", "STRING"), "PSAApplyProfile": ("MODEL",), "PSAKSampler": ("LATENT",),
     "AnySwitch": ("*",),
+    "SamplerCustom": ("LATENT", "LATENT"), "BasicScheduler": ("SIGMAS",), "PSATextEncodeLiteral": ("CONDITIONING",),
+    "PSAPLMSSampler": ("SAMPLER",), "PSAPLMSSchedule": ("SIGMAS",), "PSAEulerSampler": ("SAMPLER",),
+    "PSAProfilePreset": ("PSA_PROFILE", "STRING"),
 })
 
 
@@ -235,6 +239,40 @@ def test_guider_counts_as_a_sampler(config):
     graph["11"] = {"class_type": "CFGGuider", "inputs": {"model": ["1", 0], "positive": ["3", 0],
                                                          "negative": ["3", 0], "cfg": 5.0}}
     assert _reasons(config, graph) == {"unpersonalised_sampler"}
+
+
+def _reference_workflow_as_a_caller_sends_it(name: str) -> dict:
+    """A shipped reference workflow (API form) with its PSA Profile Preset swapped for PSA Load Profile."""
+    graph = json.loads((REPO_ROOT / "workflows" / "api" / f"{name}.json").read_text())
+    for node in graph.values():
+        node.pop("_meta", None)
+        if node["class_type"] == "PSAProfilePreset":
+            node.update(class_type="PSALoadProfile", inputs={"profile_name": "someone_else.json"})
+    return graph
+
+
+@pytest.mark.parametrize("name", ["psa_sd15_reference", "psa_sdxl_reference"])
+def test_reference_workflows_pass_the_default_policy_pinned_and_refused_off_the_psa_model(name):
+    raw = _raw()
+    del raw["policy"]["allowed_nodes"]  # the shipped default list
+    default = parse_config(raw)
+    graph = _reference_workflow_as_a_caller_sends_it(name)
+    pinned = check_and_pin(graph, default.users["alice"], default, SIGNATURES)
+    assert [n["inputs"]["profile_name"] for n in pinned.values() if n["class_type"] == "PSALoadProfile"] == \
+        ["alice.json"]
+    with pytest.raises(PromptRefused):  # as the workflow comes, the preset is not the caller's profile
+        check_and_pin(json.loads((REPO_ROOT / "workflows" / "api" / f"{name}.json").read_text()),
+                      default.users["alice"], default, SIGNATURES)
+    sampler = next(k for k, n in graph.items() if n["class_type"] == "SamplerCustom")
+    schedule = graph[graph[sampler]["inputs"]["sigmas"][0]]
+    checkpoint = next(k for k, n in graph.items() if n["class_type"] == "CheckpointLoaderSimple")
+    for node in (graph[sampler], schedule):  # either one on the checkpoint's own model
+        original = node["inputs"]["model"]
+        node["inputs"]["model"] = [checkpoint, 0]
+        assert _reasons(default, graph) == {"unpersonalised_sampler"}
+        node["inputs"]["model"] = original
+    graph[sampler]["inputs"]["cfg"] = 0.5
+    assert _reasons(default, graph) == {"cfg_below_one"}
 
 
 def test_untyped_switch_cannot_smuggle_a_model(config):
