@@ -147,10 +147,18 @@ def with_policy(user: dict) -> StructuredProfile:
 
 
 def load_users(path: Path) -> list[dict]:
-    """A user file: a JSON list of attribute profiles (the schema's keys, optional ``name``)."""
+    """A user file: a JSON list of attribute profiles (the schema's keys, optional ``name`` and
+    ``forbidden``), each checked now so that a typo fails before the world is built."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of attribute profiles")
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"{path}: expected a non-empty JSON list of attribute profiles")
+    for i, user in enumerate(data):
+        if not isinstance(user, dict):
+            raise ValueError(f"{path}: entry {i} is not a JSON object (a profile's keys and values)")
+        try:
+            with_policy(user)
+        except ValueError as exc:
+            raise ValueError(f"{path}: entry {i}: {exc}") from exc
     return data
 
 

@@ -1,6 +1,8 @@
 """Toy world without a model: the judge on known pictures, the preference-pair layout, the demo graph."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -124,3 +126,25 @@ def test_the_probe_reads_a_linearly_coded_set_and_not_a_random_one():
     assert score(predict(probe, emb[80:]), forbidden[80:])["exact_set"] == 1.0
     noise = rng.normal(size=(120, 32))
     assert score(predict(fit_probe(noise[:80], forbidden[:80], 0.1), noise[80:]), forbidden[80:])["bits"] < 0.75
+
+
+def test_efficacy_user_files_are_checked_entry_by_entry_before_any_world_is_built(tmp_path):
+    """``python -m toy_world.efficacy --users FILE``: stated sets are kept, a bad entry is named."""
+    from toy_world import users as users_mod
+
+    stated = dict(users_mod.DEMO_USERS["stated"], name="mine")
+    good = tmp_path / "users.json"
+    good.write_text(json.dumps([stated, {k: v for k, v in stated.items() if k != "forbidden"}]))
+    loaded = users_mod.load_users(good)
+    assert loaded[0]["forbidden"] == stated["forbidden"]
+    assert set(users_mod.with_policy(loaded[1]).forbidden) == set(users_mod.sage_forbidden(loaded[1]))
+    for bad, words in ((dict(stated, forbidden=["Violense"]), "entry 1"), (dict(stated, age="old"), "entry 1"),
+                       ("a string", "entry 1 is not a JSON object")):
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps([stated, bad]))
+        with pytest.raises(ValueError, match=words):
+            users_mod.load_users(path)
+    for not_a_list in ({"age": 30}, []):
+        good.write_text(json.dumps(not_a_list))
+        with pytest.raises(ValueError, match="non-empty JSON list"):
+            users_mod.load_users(good)
