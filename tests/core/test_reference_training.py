@@ -130,12 +130,13 @@ def test_new_options_enter_the_run_fingerprint_only_when_set():
     before = {k: v for k, v in asdict(plain).items()
               if k not in TrainConfig.NON_TRAJECTORY + ("standardize_ridge", "loss_divisor", "ref_precision",
                                                                  "crop_rounding", "epoch_end_step",
-                                                                 "embedding_dtype")}
+                                                                 "embedding_dtype", "vae_precision")}
     assert plain.run_fingerprint() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert TrainConfig(loss_divisor=8).run_fingerprint() != plain.run_fingerprint()
     assert TrainConfig(ref_precision="bf16").run_fingerprint() != plain.run_fingerprint()
     assert TrainConfig(epoch_end_step=True).run_fingerprint() != plain.run_fingerprint()
     assert TrainConfig(embedding_dtype="fp16").run_fingerprint() != plain.run_fingerprint()
+    assert TrainConfig(vae_precision="bf16").run_fingerprint() != plain.run_fingerprint()
     assert (TrainConfig(grad_accum=4).effective_loss_divisor(), TrainConfig(grad_accum=4, loss_divisor=8)
             .effective_loss_divisor()) == (4, 8)
 
