@@ -105,8 +105,21 @@ def _dismiss_dialogs(page) -> None:
     _press_escape_while(page, MISSING_DIALOG_JS)
 
 
+# Clicks the close button of every visible dialog (Escape does not reach a dialog without focus).
+CLICK_DIALOG_CLOSE_JS = """() => [...document.querySelectorAll('.p-dialog')].filter(d => d.offsetParent !== null)
+    .map(d => [...d.querySelectorAll('button')].find(b => b.offsetParent !== null && (
+        /close/i.test(b.getAttribute('aria-label') || '') || b.classList.contains('p-dialog-close-button')
+        || b.querySelector('.pi-times, [class*="lucide--x"]'))))
+    .filter(Boolean).map(b => b.click()).length"""
+
+
 def _close_all_dialogs(page) -> None:
-    _press_escape_while(page, VISIBLE_DIALOGS_JS)
+    for _ in range(3):
+        if not page.evaluate(VISIBLE_DIALOGS_JS):
+            return
+        if not page.evaluate(CLICK_DIALOG_CLOSE_JS):
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(500)
 
 
 def test_missing_node_dialog_is_detected(page):
@@ -223,7 +236,9 @@ def test_workflow_in_the_browser(name, page, comfy_server):
     assert errors == [], errors
 
     _close_all_dialogs(page)  # the screenshot (and the committed thumbnail) must show the graph
-    assert page.evaluate(VISIBLE_DIALOGS_JS) == 0, "a dialog still covers the canvas"
+    assert page.evaluate(VISIBLE_DIALOGS_JS) == 0, ("a dialog still covers the canvas", page.evaluate(
+        "() => [...document.querySelectorAll('.p-dialog')].filter(d => d.offsetParent !== null)"
+        ".map(d => (d.className + ' | ' + d.innerText).slice(0, 300))"))
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(shot))
