@@ -182,6 +182,18 @@ def test_bob_cannot_see_alices_history_images_or_listing(server, users):
     assert (server.output_dir / "psa_users" / "alice" / ref["filename"]).is_file()
 
 
+def test_bob_cannot_reuse_alices_prompt_id(users):
+    """A prompt_id is its first user's: reusing it would put Bob's run into Alice's history entry."""
+    alice, bob, root = users["alice"], users["bob"], users["root"]
+    prompt_id = alice.submit(graph(seed=SEED))
+    entry = alice.wait(prompt_id)
+    size = _history_size(root)
+    status, body = bob.post("/prompt", {"prompt": graph(seed=SEED), "prompt_id": prompt_id})
+    assert status == 409 and body["error"]["type"] == "psa_operator_prompt_id_taken", (status, body)
+    assert _history_size(root) == size
+    assert alice.get(f"/history/{prompt_id}")[1][prompt_id]["outputs"] == entry["outputs"]
+
+
 def test_bob_cannot_attach_to_alices_websocket(server, users):
     alice_id = f"alice-{uuid.uuid4().hex}"
     ws_url = server.url.replace("http", "ws", 1)
