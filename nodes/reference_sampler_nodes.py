@@ -7,6 +7,8 @@ SIGMAS tensor, so nothing is added to ComfyUI's own sampler or scheduler lists.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import comfy.samplers
 import torch
 from comfy_api.latest import io
@@ -18,8 +20,6 @@ from .adapter_nodes import CATEGORY
 
 
 SCALINGS = ("comfyui", "diffusers")
-
-
 SCALING_TOOLTIP = ("comfyui: ComfyUI's start (σ·noise) and result. diffusers: start from √(σ²+1)·noise and return "
                    "the latent scaled as diffusers decodes it, as the reference does; needs an empty latent "
                    "(text to image).")
@@ -44,8 +44,10 @@ def _with_diffusers_scaling(node: str, sample):
 class _ReferenceSampler(io.ComfyNode):
     """A SAMPLER node over one of :mod:`psa_model.sampling`'s samplers, with the ``scaling`` input."""
 
-    NODE_ID = DISPLAY_NAME = DESCRIPTION = ""
-    SAMPLE = staticmethod(sample_euler)
+    NODE_ID: str
+    DISPLAY_NAME: str
+    DESCRIPTION: str
+    SAMPLE: Callable[..., torch.Tensor]  # a psa_model.sampling sampler taking diffusers_scaling=
 
     @classmethod
     def define_schema(cls) -> io.Schema:

@@ -92,7 +92,7 @@ class LatentSource:
         self.resize_filter = resize_filter
         self.crop_rounding = crop_rounding
         self.vae_precision = vae_precision
-        self._encoder = bf16_encoder(vae) if vae_precision == "bf16" else None
+        self._encoder: torch.nn.Module | None = None  # the bf16 copy, made at the first encode that needs it
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._memory = ByteBudgetCache(memory_bytes)
         self.encoded = 0  # VAE encodes done by this object (for tests and benchmarks)
@@ -109,6 +109,8 @@ class LatentSource:
     def _encode(self, paths: list[Path], flips: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = torch.stack([load_image(p, self.resolution, f, self.resize_filter, self.crop_rounding)
                               for p, f in zip(paths, flips)])
+        if self.vae_precision == "bf16" and self._encoder is None:
+            self._encoder = bf16_encoder(self.vae)
         mu, sigma = posterior_moments(self.vae, pixels, self._encoder)
         self.encoded += len(paths)
         to_latent = self.model_patcher.model.process_latent_in
